@@ -1,0 +1,142 @@
+"""fastapi-githubapp's rate-limit helpers: ``retry_with_rate_limit`` and its decorator.
+
+0.2.7 swapped ``github_app.client`` on the shared instance for the duration of a handler, so
+two concurrent handlers could restore each other's client. Here the decorator sets a
+contextvar that ``client()`` reads, which is private to each request or thread.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import time
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any, Protocol, TypeVar
+
+from .exceptions import GitHubRateLimitError
+from .github.ratelimit import is_rate_limited, rate_limit_info, retry_delay
+
+__all__ = [
+    "RateLimitedGhApi",
+    "rate_limit_handling_active",
+    "retry_with_rate_limit",
+    "with_rate_limit_handling",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_handling: ContextVar[bool] = ContextVar("ghapp_celery_rate_limit_handling", default=False)
+
+
+def rate_limit_handling_active() -> bool:
+    """True inside a handler decorated with ``with_rate_limit_handling``."""
+    return _handling.get()
+
+
+class _Retrier(Protocol):
+    def retry_with_rate_limit(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any: ...
+
+
+def _response_of(exc: BaseException) -> tuple[int, dict[str, str], str] | None:
+    """(status, headers, body) of an HTTP error from httpx, ghapi or urllib, if it has one."""
+    response = getattr(exc, "response", None)
+    if response is not None and hasattr(response, "status_code"):
+        try:
+            text = str(response.text)
+        except Exception:  # a streamed or already-closed body has no text to read
+            text = ""
+        return int(response.status_code), dict(response.headers or {}), text
+    code = getattr(exc, "code", None) or getattr(exc, "status", None)
+    if isinstance(code, int):
+        return code, dict(getattr(exc, "headers", None) or {}), ""
+    return None
+
+
+def retry_with_rate_limit(
+    func: Callable[..., Any],
+    *args: Any,
+    retries: int = 2,
+    max_sleep: float = 60,
+    sleep: Callable[[float], None] = time.sleep,
+    **kwargs: Any,
+) -> Any:
+    """Call ``func``; when it fails on a GitHub rate limit, wait as GitHub says and retry.
+
+    Gives up with GitHubRateLimitError after ``retries`` retries or when GitHub asks for a
+    wait longer than ``max_sleep`` seconds (``retry_after`` then tells the caller how long).
+    """
+    for attempt in range(retries + 1):
+        try:
+            return func(*args, **kwargs)
+        except Exception as exc:
+            details = _response_of(exc)
+            if details is None or not is_rate_limited(*details):
+                raise
+            status, headers, _ = details
+            delay = retry_delay(headers, attempt, time.time())
+            if attempt < retries and delay <= max_sleep:
+                sleep(delay)
+                continue
+            raise GitHubRateLimitError(
+                message=f"Rate limit exceeded in client call: {getattr(func, '__name__', func)}",
+                status=status,
+                data=None,
+                rate_limit_info=rate_limit_info(headers),
+                retry_after=delay,
+            ) from exc
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class RateLimitedGhApi:
+    """Wraps a GhApi so every callable attribute goes through ``retry_with_rate_limit``."""
+
+    def __init__(self, ghapi_instance: Any, github_app: _Retrier) -> None:
+        self._ghapi = ghapi_instance
+        self._github_app = github_app
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._ghapi, name)
+        if not callable(attr):
+            # ghapi groups (api.issues) are objects whose methods are the calls to wrap.
+            if hasattr(attr, "__dict__") and not isinstance(attr, (str, bytes, int, dict)):
+                return RateLimitedGhApi(attr, self._github_app)
+            return attr
+
+        @functools.wraps(attr)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return self._github_app.retry_with_rate_limit(attr, *args, **kwargs)
+
+        return wrapper
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._github_app.retry_with_rate_limit(self._ghapi, *args, **kwargs)
+
+
+def with_rate_limit_handling(github_app: Any) -> Callable[[F], F]:
+    """Decorator: inside the handler, ``github_app.client()`` retries calls on rate limits."""
+
+    def decorator(func: F) -> F:
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                token = _handling.set(True)
+                try:
+                    return await func(*args, **kwargs)
+                finally:
+                    _handling.reset(token)
+
+            return async_wrapper  # type: ignore[return-value]
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            token = _handling.set(True)
+            try:
+                return func(*args, **kwargs)
+            finally:
+                _handling.reset(token)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorator

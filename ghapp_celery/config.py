@@ -1,0 +1,101 @@
+"""Settings from ``GITHUBAPP_*`` environment variables (pydantic-settings).
+
+Precedence, highest first: keyword arguments to ``GitHubApp(...)``, ``app.config`` entries
+(fastapi-githubapp's ``load_env`` style), the environment, the defaults below.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "Settings", "split_csv"]
+
+#: GitHub never delivers a payload larger than 25 MB (GITHUB_FACTS §10).
+DEFAULT_MAX_BODY_BYTES = 25 * 1024 * 1024
+
+_FALSE_WORDS = {"false", "0", "no", "off"}
+
+
+def split_csv(value: Any) -> Any:
+    """Turn ``"a, b"`` into ``["a", "b"]``; lists and None pass through."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every knob ghapp_celery reads. Each field is ``GITHUBAPP_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="GITHUBAPP_", extra="ignore")
+
+    # -- the GitHub App ------------------------------------------------------------------------
+    id: str | None = Field(default=None, description="App id (or client id) used as JWT iss.")
+    private_key: SecretStr | None = Field(default=None, description="PEM private key text.")
+    private_key_path: Path | None = Field(default=None, description="File holding the PEM key.")
+    url: str = Field(default="https://api.github.com", description="REST API base URL.")
+
+    # -- webhooks ------------------------------------------------------------------------------
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="Webhook secret; 'False' turns verification off."
+    )
+    webhook_secret_previous: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Older secrets still accepted (rotation), comma-separated.",
+    )
+    webhook_path: str = "/webhooks/github/"
+    webhook_max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
+    webhook_allow_sha1: bool = Field(
+        default=False, description="Accept the legacy X-Hub-Signature (sha1) header."
+    )
+    sync_handler_threads: int = Field(
+        default=100, gt=0, description="Threads for blocking inline handlers."
+    )
+
+    # -- GitHub API calls ----------------------------------------------------------------------
+    rate_limit_retries: int = Field(default=2, ge=0)
+    rate_limit_max_sleep: int = Field(default=60, ge=0)
+    token_refresh_margin: int = Field(
+        default=300, ge=0, description="Refresh installation tokens this many seconds early."
+    )
+    http_timeout: float = Field(default=10.0, gt=0)
+
+    # -- OAuth (user login) --------------------------------------------------------------------
+    oauth_client_id: str | None = None
+    oauth_client_secret: SecretStr | None = None
+    oauth_session_secret: SecretStr | None = None
+    oauth_redirect_uri: str | None = None
+    oauth_scopes: Annotated[list[str] | None, NoDecode] = None
+    oauth_routes_prefix: str = "/auth/github"
+    enable_oauth: bool | None = None
+
+    @field_validator("webhook_secret_previous", "oauth_scopes", mode="before")
+    @classmethod
+    def _csv(cls, value: Any) -> Any:
+        return split_csv(value)
+
+    @property
+    def verify_signatures(self) -> bool:
+        """False only when the secret is the word 'False' (fastapi-githubapp's opt-out)."""
+        secret = self.webhook_secret
+        return not (secret is not None and secret.get_secret_value().lower() in _FALSE_WORDS)
+
+    def webhook_secrets(self) -> list[bytes]:
+        """Every accepted secret as bytes, the current one first; empty when none is set."""
+        if not self.verify_signatures:
+            return []
+        values = [self.webhook_secret] if self.webhook_secret is not None else []
+        values += self.webhook_secret_previous
+        return [v.get_secret_value().encode() for v in values if v.get_secret_value()]
+
+    def private_key_pem(self) -> str | None:
+        """The PEM text from ``private_key`` or, failing that, ``private_key_path``."""
+        if self.private_key is not None:
+            # Environments often carry the key with literal "\n" sequences on one line.
+            return self.private_key.get_secret_value().replace("\\n", "\n")
+        if self.private_key_path is not None:
+            return self.private_key_path.read_text()
+        return None

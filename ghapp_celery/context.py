@@ -1,0 +1,81 @@
+"""Per-delivery state: the current delivery lives in a contextvar, never on a shared object.
+
+fastapi-githubapp stored ``payload`` on the GitHubApp instance, so a handler that awaited
+something could wake up to another delivery's payload. A ContextVar is private to the request's
+task (and copied into the threads that run sync handlers), so each handler sees its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from .webhooks import Delivery
+
+__all__ = ["Event", "current_delivery", "delivery_context", "set_current_delivery"]
+
+_current: ContextVar[Delivery | None] = ContextVar("ghapp_celery_delivery", default=None)
+
+
+def current_delivery() -> Delivery | None:
+    """The delivery being handled in this request or task, or None outside one."""
+    return _current.get()
+
+
+def set_current_delivery(delivery: Delivery | None) -> None:
+    """Make ``delivery`` current for the rest of this context (a script or a test)."""
+    _current.set(delivery)
+
+
+@contextmanager
+def delivery_context(delivery: Delivery | None) -> Iterator[None]:
+    """Make ``delivery`` current for the block (nesting restores the outer one)."""
+    token = _current.set(delivery)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+@dataclass(frozen=True)
+class Event:
+    """What a handler that takes one argument receives: the delivery, readably.
+
+    ``event.event`` is GitHub's event name (``issues``), ``event.name`` adds the action
+    (``issues.opened``).
+    """
+
+    delivery: Delivery
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return self.delivery.payload
+
+    @property
+    def delivery_id(self) -> str:
+        return self.delivery.id
+
+    @property
+    def event(self) -> str:
+        return self.delivery.event
+
+    @property
+    def action(self) -> str | None:
+        return self.delivery.action
+
+    @property
+    def name(self) -> str:
+        return self.delivery.name
+
+    @property
+    def installation_id(self) -> int | None:
+        return self.delivery.installation_id
+
+    @property
+    def repository(self) -> str | None:
+        """``owner/name`` of the payload's repository, when it has one."""
+        repo = self.payload.get("repository")
+        return repo.get("full_name") if isinstance(repo, dict) else None

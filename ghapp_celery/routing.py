@@ -1,0 +1,98 @@
+"""The handler registry: which functions run for an ``event``, ``event.action`` or ``*``.
+
+Registration order is dispatch order, as in fastapi-githubapp: handlers on the bare event
+first, then those on ``event.action``, then the catch-all ``*`` ones.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["ANY_EVENT", "HandlerRegistry", "HandlerSpec"]
+
+#: The key that matches every delivery (Probot's ``onAny``).
+ANY_EVENT = "*"
+
+
+def _takes_event(func: Callable[..., Any]) -> bool:
+    """True when the handler wants the Event passed in (new style), False for ``def f():``."""
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):  # builtins and some C callables have no signature
+        return False
+    positional = [
+        p
+        for p in params
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+        and (p.default is p.empty or p.kind is p.VAR_POSITIONAL)
+    ]
+    return bool(positional)
+
+
+@dataclass(frozen=True)
+class HandlerSpec:
+    """One registered handler: the function and how it is to be called."""
+
+    key: str
+    func: Callable[..., Any]
+    is_async: bool
+    takes_event: bool
+
+    @property
+    def name(self) -> str:
+        """The key of this handler's result in the ``calls`` answer (the function's name)."""
+        return getattr(self.func, "__name__", repr(self.func))
+
+    @property
+    def qualified_name(self) -> str:
+        module = getattr(self.func, "__module__", None) or "handlers"
+        qualname = getattr(self.func, "__qualname__", self.name)
+        return f"{module}.{qualname}"
+
+
+def _validate_key(key: str) -> str:
+    if not isinstance(key, str) or not key.strip():
+        raise ValueError("A handler key is 'event', 'event.action' or '*'")
+    key = key.strip()
+    if key != ANY_EVENT and (key.count(".") > 1 or key.startswith(".") or key.endswith(".")):
+        raise ValueError(f"Invalid handler key {key!r}: use 'event', 'event.action' or '*'")
+    return key
+
+
+class HandlerRegistry:
+    """Maps handler keys to the specs registered for them, in registration order."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[str, list[HandlerSpec]] = {}
+
+    def add(self, key: str, func: Callable[..., Any]) -> HandlerSpec:
+        if not callable(func):
+            raise TypeError(f"Handler for {key!r} is not callable: {func!r}")
+        spec = HandlerSpec(
+            key=_validate_key(key),
+            func=func,
+            is_async=inspect.iscoroutinefunction(func),
+            takes_event=_takes_event(func),
+        )
+        self._by_key.setdefault(spec.key, []).append(spec)
+        return spec
+
+    def match(self, event: str, action: str | None) -> list[HandlerSpec]:
+        """Handlers for a delivery, in dispatch order: event, event.action, then ``*``."""
+        keys = [event, f"{event}.{action}"] if action else [event]
+        keys.append(ANY_EVENT)
+        return [spec for key in keys for spec in self._by_key.get(key, [])]
+
+    def mapping(self) -> dict[str, list[Callable[..., Any]]]:
+        """``{key: [functions]}``, the shape of fastapi-githubapp's ``_hook_mappings``."""
+        return {key: [s.func for s in specs] for key, specs in self._by_key.items()}
+
+    def __iter__(self) -> Iterator[HandlerSpec]:
+        for specs in self._by_key.values():
+            yield from specs
+
+    def __len__(self) -> int:
+        return sum(len(specs) for specs in self._by_key.values())

@@ -1,0 +1,233 @@
+"""The webhook protocol, free of any framework: signatures, headers and body -> Delivery.
+
+Everything here is a pure function of bytes and header values, so it is tested without a
+server and reused by the FastAPI intake, the CLI and the test helpers alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import parse_qs
+
+from .exceptions import (
+    InvalidSignature,
+    MalformedPayload,
+    MissingHeader,
+    PayloadTooLarge,
+    UnsupportedContentType,
+)
+
+__all__ = [
+    "Delivery",
+    "check_content_length",
+    "decode_body",
+    "parse_delivery",
+    "sign",
+    "signed_request",
+    "verify_signature",
+    "webhook_headers",
+]
+
+Algorithm = Literal["sha256", "sha1"]
+_DIGESTS = {"sha256": hashlib.sha256, "sha1": hashlib.sha1}
+
+
+def sign(body: bytes, secret: bytes | str, algorithm: Algorithm = "sha256") -> str:
+    """The signature header value GitHub would send: ``"sha256=" + hex(HMAC(secret, body))``."""
+    key = secret.encode() if isinstance(secret, str) else secret
+    return f"{algorithm}=" + hmac.new(key, body, _DIGESTS[algorithm]).hexdigest()
+
+
+def _matches(body: bytes, header: str, secrets: Sequence[bytes], algorithm: Algorithm) -> bool:
+    prefix = f"{algorithm}="
+    if not header.startswith(prefix):
+        return False
+    received = header.encode("ascii", "replace")
+    # Compare against every secret without stopping early, so timing reveals nothing about
+    # which secret (if any) matched.
+    found = False
+    for secret in secrets:
+        expected = sign(body, secret, algorithm).encode()
+        found |= hmac.compare_digest(received, expected)
+    return found
+
+
+def verify_signature(
+    body: bytes,
+    *,
+    secrets: Sequence[bytes],
+    signature_256: str | None,
+    signature_1: str | None = None,
+    allow_sha1: bool = False,
+) -> None:
+    """Raise InvalidSignature unless a header carries a valid HMAC of ``body`` for a secret.
+
+    ``secrets`` holds the current secret first and any older ones still accepted during a
+    rotation. X-Hub-Signature-256 is authoritative when present; the legacy sha1 header is
+    looked at only when ``allow_sha1`` is set and no sha256 header came.
+    """
+    if not secrets:
+        raise ValueError("verify_signature needs at least one secret")
+    if signature_256:
+        if _matches(body, signature_256.strip(), secrets, "sha256"):
+            return
+        raise InvalidSignature("X-Hub-Signature-256 does not match the body")
+    if signature_1 and allow_sha1:
+        if _matches(body, signature_1.strip(), secrets, "sha1"):
+            return
+        raise InvalidSignature("X-Hub-Signature does not match the body")
+    if signature_1:
+        raise InvalidSignature("Only X-Hub-Signature (sha1) was sent; sha256 is required")
+    raise InvalidSignature("Missing X-Hub-Signature-256 header")
+
+
+def check_content_length(value: str | None, limit: int) -> None:
+    """Refuse early, before reading the body, when the declared length is over ``limit``."""
+    if value is None:
+        return
+    try:
+        declared = int(value)
+    except ValueError:
+        raise MalformedPayload("Content-Length is not a number") from None
+    if declared > limit:
+        raise PayloadTooLarge(f"Body of {declared} bytes exceeds the limit of {limit} bytes")
+
+
+def decode_body(body: bytes, content_type: str | None) -> dict[str, Any]:
+    """Decode a JSON or form-encoded (``payload=<json>``) body into the payload object."""
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    if media_type == "application/x-www-form-urlencoded":
+        form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+        if "payload" not in form:
+            raise MalformedPayload("Form-encoded body has no 'payload' field")
+        raw: str | bytes = form["payload"][0]
+    elif media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    ):
+        raw = body
+    else:
+        raise UnsupportedContentType()
+    try:
+        payload = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise MalformedPayload("Body is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise MalformedPayload("Webhook payload must be a JSON object")
+    return payload
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None and value != "" else None
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One webhook delivery as GitHub sent it.
+
+    ``id`` is X-GitHub-Delivery: GitHub keeps it on redelivery, so it identifies the event.
+    ``installation_id`` is None for app-level events such as ``ping`` or ``meta``.
+    """
+
+    id: str
+    event: str
+    payload: dict[str, Any]
+    action: str | None = None
+    installation_id: int | None = None
+    hook_id: int | None = None
+    target_type: str | None = None
+    target_id: int | None = None
+    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """Handler keys this delivery matches, in dispatch order: event, event.action."""
+        if self.action:
+            return (self.event, f"{self.event}.{self.action}")
+        return (self.event,)
+
+    @property
+    def name(self) -> str:
+        """``event.action`` or just ``event``: how logs and metrics name the delivery."""
+        return f"{self.event}.{self.action}" if self.action else self.event
+
+
+def parse_delivery(
+    headers: Mapping[str, str], payload: dict[str, Any], *, require_delivery_id: bool = False
+) -> Delivery:
+    """Build a Delivery from GitHub's headers (any case) and the decoded payload."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    event = (lowered.get("x-github-event") or "").strip()
+    if not event:
+        raise MissingHeader("Missing X-GitHub-Event header")
+    delivery_id = (lowered.get("x-github-delivery") or "").strip()
+    if not delivery_id:
+        if require_delivery_id:
+            raise MissingHeader("Missing X-GitHub-Delivery header")
+        # Hand-made test deliveries (curl) often lack the id; give them one so they can
+        # still be recorded and traced.
+        delivery_id = f"local-{uuid.uuid4()}"
+    action = payload.get("action")
+    installation = payload.get("installation")
+    installation_id = (
+        _int_or_none(installation.get("id")) if isinstance(installation, dict) else None
+    )
+    return Delivery(
+        id=delivery_id,
+        event=event,
+        payload=payload,
+        action=action if isinstance(action, str) and action else None,
+        installation_id=installation_id,
+        hook_id=_int_or_none(lowered.get("x-github-hook-id")),
+        target_type=lowered.get("x-github-hook-installation-target-type"),
+        target_id=_int_or_none(lowered.get("x-github-hook-installation-target-id")),
+    )
+
+
+def webhook_headers(
+    event: str,
+    body: bytes,
+    *,
+    secret: bytes | str | None = None,
+    delivery_id: str | None = None,
+    hook_id: int = 1,
+    app_id: int | None = None,
+    content_type: str = "application/json",
+) -> dict[str, str]:
+    """The headers GitHub sends with a delivery of ``body`` (GITHUB_FACTS §9), signed."""
+    headers = {
+        "Content-Type": content_type,
+        "User-Agent": "GitHub-Hookshot/ghapp-celery",
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": delivery_id or str(uuid.uuid4()),
+        "X-GitHub-Hook-ID": str(hook_id),
+    }
+    if app_id is not None:
+        headers["X-GitHub-Hook-Installation-Target-Type"] = "integration"
+        headers["X-GitHub-Hook-Installation-Target-ID"] = str(app_id)
+    if secret is not None:
+        headers["X-Hub-Signature-256"] = sign(body, secret)
+        headers["X-Hub-Signature"] = sign(body, secret, "sha1")
+    return headers
+
+
+def signed_request(
+    event: str,
+    payload: dict[str, Any],
+    *,
+    secret: bytes | str | None,
+    delivery_id: str | None = None,
+    app_id: int | None = None,
+) -> tuple[bytes, dict[str, str]]:
+    """The compact JSON body GitHub sends for ``payload`` and its headers, signed."""
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    return body, webhook_headers(event, body, secret=secret, delivery_id=delivery_id, app_id=app_id)
