@@ -1,0 +1,229 @@
+"""The run state machine as statements on an open write transaction.
+
+Every change to a run locks its delivery first (see ``_sql.lock_delivery_of_run``) and ends
+by recomputing the delivery's state, in the same transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
+
+from . import _sql
+from .errors import DeliveryNotFound
+from .models import runs
+from .records import RunPlan, RunRecord, RunState
+
+__all__ = [
+    "claim",
+    "due_for_sweep",
+    "mark_queued",
+    "record_runs",
+    "replay",
+    "transition",
+]
+
+UNFINISHED = (RunState.RECEIVED, RunState.QUEUED, RunState.STARTED, RunState.RETRYING)
+REPLAYABLE = (RunState.FAILED, RunState.DEAD)
+_LIVE = (RunState.STARTED, RunState.RETRYING)
+# What re-arming a failed or dead run clears; attempts and last_error are history and stay.
+_REARM: dict[str, Any] = {
+    "state": RunState.RECEIVED.value,
+    "published_at": None,
+    "started_at": None,
+    "finished_at": None,
+    "lease_expires_at": None,
+    "duration_ms": None,
+}
+# Many runs re-armed in one executemany; "b_" names because SQLAlchemy reserves the column
+# names themselves for bind parameters of an UPDATE.
+_REARM_MANY = (
+    update(runs)
+    .where(runs.c.id == bindparam("b_id"))
+    .values(
+        **_REARM,
+        updated_at=bindparam("b_now"),
+        task_name=bindparam("b_task_name"),
+        queue=bindparam("b_queue"),
+    )
+)
+
+
+def _new_run(delivery_id: str, plan: RunPlan, now: datetime) -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()),
+        "delivery_id": delivery_id,
+        "handler": plan.handler,
+        "task_name": plan.task_name,
+        "queue": plan.queue,
+        "state": RunState.RECEIVED.value,
+        "attempts": 0,
+        "last_error": None,
+        "created_at": now,
+        "updated_at": now,
+        "published_at": None,
+        "started_at": None,
+        "finished_at": None,
+        "lease_expires_at": None,
+        "lease_seconds": None,
+        "duration_ms": None,
+    }
+
+
+def record_runs(
+    conn: Connection,
+    delivery_id: str,
+    plans: Sequence[RunPlan],
+    now: datetime,
+    *,
+    redelivery: bool,
+) -> list[RunRecord]:
+    """Insert new runs, re-arm failed/dead ones; return both (what must be published)."""
+    existing: dict[str, Mapping[Any, Any]] = {}
+    if redelivery:
+        rows = conn.execute(select(runs).where(runs.c.delivery_id == delivery_id))
+        existing = {row.handler: row._mapping for row in rows}
+    new_rows: list[dict[str, Any]] = []
+    rearmed: list[dict[str, Any]] = []
+    for plan in plans:
+        old = existing.get(plan.handler)
+        if old is None:
+            new_rows.append(_new_run(delivery_id, plan, now))
+        elif old["state"] in REPLAYABLE:
+            # The routing may have changed since the first delivery: follow the new plan.
+            changes = {"updated_at": now, "task_name": plan.task_name, "queue": plan.queue}
+            rearmed.append({**old, **_REARM, **changes})
+        # SUCCEEDED: done, never run twice. RECEIVED..RETRYING: in flight, its worker has it.
+    if new_rows:
+        conn.execute(insert(runs), new_rows)  # executemany: one round trip for all plans
+    if rearmed:
+        params = [
+            {"b_id": r["id"], "b_now": now, "b_task_name": r["task_name"], "b_queue": r["queue"]}
+            for r in rearmed
+        ]
+        conn.execute(_REARM_MANY, params)
+    if redelivery:
+        _sql.refresh_delivery_states(conn, [delivery_id])
+    return [_sql.run_from_row(run) for run in (*rearmed, *new_rows)]
+
+
+def mark_queued(conn: Connection, run_ids: Sequence[str], now: datetime) -> None:
+    owners = select(runs.c.delivery_id).where(runs.c.id.in_(run_ids)).distinct()
+    _sql.lock_deliveries(conn, list(conn.execute(owners).scalars()))
+    updated = conn.execute(
+        update(runs)
+        .where(
+            runs.c.id.in_(run_ids),
+            or_(
+                runs.c.state.in_((RunState.RECEIVED, RunState.QUEUED)),
+                and_(runs.c.state.in_(_LIVE), runs.c.lease_expires_at < now),
+            ),
+        )
+        .values(
+            state=RunState.QUEUED.value, published_at=now, updated_at=now, lease_expires_at=None
+        )
+        .returning(runs.c.delivery_id)
+    )
+    _sql.refresh_delivery_states(conn, list(updated.scalars()))
+
+
+def claim(conn: Connection, run_id: str, lease_seconds: float, now: datetime) -> RunRecord | None:
+    if _sql.lock_delivery_of_run(conn, run_id) is None:
+        return None
+    # The WHERE clause is the whole decision, evaluated by the database on the current row:
+    # under concurrency exactly one claimant's UPDATE matches.
+    row = conn.execute(
+        update(runs)
+        .where(
+            runs.c.id == run_id,
+            or_(
+                runs.c.state.in_((RunState.RECEIVED, RunState.QUEUED, RunState.RETRYING)),
+                and_(runs.c.state == RunState.STARTED, runs.c.lease_expires_at < now),
+            ),
+        )
+        .values(
+            state=RunState.STARTED.value,
+            attempts=runs.c.attempts + 1,
+            started_at=now,
+            updated_at=now,
+            finished_at=None,
+            duration_ms=None,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            lease_seconds=lease_seconds,
+        )
+        .returning(*runs.c)
+    ).first()
+    if row is None:
+        return None
+    _sql.refresh_delivery_states(conn, [row.delivery_id])
+    return _sql.run_from_row(row._mapping)
+
+
+Changes = Callable[[Mapping[Any, Any]], dict[str, Any]]
+
+
+def transition(
+    conn: Connection,
+    run_id: str,
+    state: RunState,
+    allowed: Collection[RunState],
+    now: datetime,
+    changes: Changes,
+) -> bool:
+    """Move one run to ``state`` if it is in ``allowed``; True when it moved."""
+    run = _sql.lock_delivery_of_run(conn, run_id)
+    if run is None or run["state"] not in allowed:
+        return False
+    result = conn.execute(
+        update(runs)
+        .where(runs.c.id == run_id, runs.c.state == run["state"])
+        .values(state=state.value, updated_at=now, **changes(run))
+    )
+    if result.rowcount != 1:
+        return False
+    _sql.refresh_delivery_states(conn, [run["delivery_id"]])
+    return True
+
+
+def due_for_sweep(
+    conn: Connection, now: datetime, unpublished_after: float, queued_after: float, limit: int
+) -> list[RunRecord]:
+    stmt = (
+        select(runs)
+        .where(
+            or_(
+                and_(
+                    runs.c.state == RunState.RECEIVED,
+                    runs.c.updated_at < now - timedelta(seconds=unpublished_after),
+                ),
+                # A QUEUED run's updated_at is its published_at, and updated_at is indexed.
+                and_(
+                    runs.c.state == RunState.QUEUED,
+                    runs.c.updated_at < now - timedelta(seconds=queued_after),
+                ),
+                and_(runs.c.state.in_(_LIVE), runs.c.lease_expires_at < now),
+            )
+        )
+        .order_by(runs.c.created_at, runs.c.id)
+        .limit(limit)
+    )
+    return [_sql.run_from_row(row._mapping) for row in conn.execute(stmt)]
+
+
+def replay(conn: Connection, delivery_id: str, now: datetime) -> list[RunRecord]:
+    if not _sql.lock_deliveries(conn, [delivery_id]):
+        raise DeliveryNotFound(f"No delivery {delivery_id!r} in the store")
+    rows = conn.execute(
+        update(runs)
+        .where(runs.c.delivery_id == delivery_id, runs.c.state.in_(REPLAYABLE))
+        .values(**_REARM, updated_at=now)
+        .returning(*runs.c)
+    ).all()
+    if rows:
+        _sql.refresh_delivery_states(conn, [delivery_id])
+    records = [_sql.run_from_row(row._mapping) for row in rows]
+    return sorted(records, key=lambda run: (run.created_at or now, run.handler))

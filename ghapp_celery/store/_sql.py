@@ -1,0 +1,184 @@
+"""Statement builders and row conversions shared by the repository's methods."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Insert,
+    Row,
+    and_,
+    case,
+    exists,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.elements import ColumnElement
+
+from .models import deliveries, runs
+from .records import DeliveryRecord, DeliveryState, RunRecord, RunState
+
+__all__ = [
+    "compress_payload",
+    "decode_cursor",
+    "decompress_payload",
+    "delivery_from_row",
+    "encode_cursor",
+    "lock_deliveries",
+    "lock_delivery_of_run",
+    "refresh_delivery_states",
+    "run_from_row",
+    "upsert_delivery",
+]
+
+# zlib level 1 compresses webhook JSON about 6x at a fraction of level 6's cost; the
+# payload is compressed on the webhook's hot path.
+_ZLIB_LEVEL = 1
+
+
+def compress_payload(payload: dict[str, Any]) -> bytes:
+    raw = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    return zlib.compress(raw, _ZLIB_LEVEL)
+
+
+def decompress_payload(blob: bytes) -> dict[str, Any]:
+    value = json.loads(zlib.decompress(blob))
+    assert isinstance(value, dict)
+    return value
+
+
+def _has_run_in(*states: RunState) -> ColumnElement[bool]:
+    return exists().where(runs.c.delivery_id == deliveries.c.id, runs.c.state.in_(states))
+
+
+# Mirrors records.delivery_state(); evaluated by the database so a state change and the
+# delivery's new state commit together without reading every run back.
+_DELIVERY_STATE = case(
+    (_has_run_in(RunState.STARTED, RunState.RETRYING), DeliveryState.RUNNING.value),
+    (_has_run_in(RunState.DEAD), DeliveryState.DEAD.value),
+    (_has_run_in(RunState.FAILED), DeliveryState.FAILED.value),
+    (_has_run_in(RunState.QUEUED), DeliveryState.QUEUED.value),
+    (_has_run_in(RunState.RECEIVED), DeliveryState.RECEIVED.value),
+    else_=DeliveryState.SUCCEEDED.value,
+)
+
+
+def refresh_delivery_states(conn: Connection, delivery_ids: Iterable[str]) -> None:
+    ids = sorted(set(delivery_ids))
+    if ids:
+        conn.execute(
+            update(deliveries).where(deliveries.c.id.in_(ids)).values(state=_DELIVERY_STATE)
+        )
+
+
+def _delivery_of(run_id: str) -> Any:
+    return select(runs.c.delivery_id).where(runs.c.id == run_id).scalar_subquery()
+
+
+def lock_delivery_of_run(conn: Connection, run_id: str) -> Mapping[Any, Any] | None:
+    """Lock the run's delivery row, then return the run's current row (None if unknown).
+
+    Every change to a run locks its delivery first. On PostgreSQL that serialises the state
+    recomputation per delivery (otherwise two workers finishing the last two runs could each
+    see the other's run unfinished and leave the delivery "running" for good), and one lock
+    order (delivery, then runs) everywhere rules out deadlocks with record(). SQLite needs
+    none of it: write transactions there are already serial (BEGIN IMMEDIATE).
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            select(deliveries.c.id).where(deliveries.c.id == _delivery_of(run_id)).with_for_update()
+        )
+    row = conn.execute(select(runs).where(runs.c.id == run_id)).first()
+    return None if row is None else row._mapping
+
+
+def lock_deliveries(conn: Connection, delivery_ids: Sequence[str]) -> list[str]:
+    """Lock these deliveries in id order (one global order: no deadlocks); returns those found."""
+    stmt = select(deliveries.c.id).where(deliveries.c.id.in_(sorted(set(delivery_ids))))
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.order_by(deliveries.c.id).with_for_update()
+    return list(conn.execute(stmt).scalars())
+
+
+def upsert_delivery(dialect: str, values: dict[str, Any]) -> Insert:
+    """INSERT the delivery, or count a redelivery; RETURNING redeliveries (0 means new)."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(deliveries).values(**values)
+    return stmt.on_conflict_do_update(
+        index_elements=[deliveries.c.id],
+        set_={"redeliveries": deliveries.c.redeliveries + 1},
+    ).returning(deliveries.c.redeliveries)
+
+
+def run_from_row(row: Mapping[Any, Any]) -> RunRecord:
+    """A RunRecord from a row mapping (``row._mapping``) or the dict that was inserted."""
+    return RunRecord(
+        id=row["id"],
+        delivery_id=row["delivery_id"],
+        handler=row["handler"],
+        task_name=row["task_name"],
+        queue=row["queue"],
+        state=RunState(row["state"]),
+        attempts=row["attempts"],
+        last_error=row["last_error"],
+        created_at=row["created_at"],
+        published_at=row["published_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        lease_expires_at=row["lease_expires_at"],
+        duration_ms=row["duration_ms"],
+    )
+
+
+def delivery_from_row(
+    row: Row[Any], run_records: Iterable[RunRecord], *, with_payload: bool
+) -> DeliveryRecord:
+    return DeliveryRecord(
+        id=row.id,
+        event=row.event,
+        action=row.action,
+        installation_id=row.installation_id,
+        hook_id=row.hook_id,
+        target_type=row.target_type,
+        target_id=row.target_id,
+        received_at=row.received_at,
+        state=row.state,
+        redeliveries=row.redeliveries,
+        payload=decompress_payload(row.payload) if with_payload else None,
+        runs=tuple(run_records),
+    )
+
+
+def encode_cursor(received_at: datetime, delivery_id: str) -> str:
+    raw = json.dumps([received_at.isoformat(), delivery_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        at, delivery_id = json.loads(raw)
+        when = datetime.fromisoformat(at)
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise ValueError("invalid cursor") from exc
+    if when.tzinfo is None or not isinstance(delivery_id, str):
+        raise ValueError("invalid cursor")
+    return when, delivery_id
+
+
+def before_cursor(cursor: str) -> ColumnElement[bool]:
+    """Rows after the cursor in newest-first order: (received_at, id) strictly smaller."""
+    at, delivery_id = decode_cursor(cursor)
+    return or_(
+        deliveries.c.received_at < at,
+        and_(deliveries.c.received_at == at, deliveries.c.id < delivery_id),
+    )

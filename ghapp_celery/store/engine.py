@@ -1,0 +1,112 @@
+"""Engine set-up per backend, and the one place database errors become StoreUnavailable."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+from ..exceptions import ConfigurationError
+from .errors import StoreUnavailable
+
+__all__ = ["WRITE", "fork_safe", "make_engine", "prepare_sqlite_path", "unavailable_on_error"]
+
+# Execution option naming a transaction that will write. On SQLite it starts with
+# BEGIN IMMEDIATE, taking the write lock up front: a deferred transaction that reads and then
+# writes fails at once with SQLITE_BUSY when another process wrote in between, and
+# busy_timeout does not help there.
+WRITE = "ghapp_write"
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def _parse(url: str | URL) -> URL:
+    try:
+        return make_url(url)
+    except ArgumentError as exc:
+        # The message is generic because the URL may contain a password.
+        raise ConfigurationError("The store's database URL cannot be parsed") from exc
+
+
+def prepare_sqlite_path(url: URL) -> None:
+    """Create the directory of a SQLite file, so ``.ghapp/store.sqlite`` works out of the box."""
+    database = url.database
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return
+    if database.startswith("file:"):  # a URI filename; leave it to the user
+        return
+    try:
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreUnavailable("The delivery store's directory cannot be created") from exc
+
+
+def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Autocommit at the driver level: pysqlite's own implicit BEGIN would otherwise defeat the
+    # BEGIN [IMMEDIATE] emitted in _on_sqlite_begin.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        # busy_timeout first: switching to WAL needs a lock another process may hold.
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        # WAL lets the web process read while a worker writes; NORMAL is durable across
+        # application crashes (only a power loss can lose the last commits) and avoids an
+        # fsync per commit on the webhook's hot path.
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+    finally:
+        cursor.close()
+
+
+def _on_sqlite_begin(conn: Any) -> None:
+    if conn.get_execution_options().get(WRITE):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.exec_driver_sql("BEGIN")
+
+
+def make_engine(url: str | URL, *, pool_size: int | None = None, echo: bool = False) -> Engine:
+    """An engine for ``url``; SQLite gets the pragmas and locking above."""
+    parsed = _parse(url)
+    kwargs: dict[str, Any] = {"echo": echo}
+    backend = parsed.get_backend_name()
+    if pool_size is not None:
+        kwargs["pool_size"] = pool_size
+    if backend != "sqlite":
+        kwargs["pool_pre_ping"] = True  # a server restart must not fail the next webhook
+    try:
+        engine = create_engine(parsed, **kwargs)
+    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+        raise ConfigurationError(f"The store cannot use a {backend!r} database URL") from exc
+    if backend == "sqlite":
+        event.listen(engine, "connect", _on_sqlite_connect)
+        event.listen(engine, "begin", _on_sqlite_begin)
+    return engine
+
+
+@contextmanager
+def unavailable_on_error() -> Iterator[None]:
+    """Turn any database failure into StoreUnavailable, original chained, message generic."""
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        raise StoreUnavailable(f"The delivery store is unavailable ({type(exc).__name__})") from exc
+
+
+def fork_safe(engine: Engine, owner_pid: int) -> int:
+    """Drop pooled connections inherited across fork (Celery prefork workers); returns the pid.
+
+    A connection shared by parent and child corrupts both sessions, so the child forgets the
+    parent's pool without closing it (closing would close the parent's sockets too).
+    """
+    pid = os.getpid()
+    if pid != owner_pid:
+        engine.dispose(close=False)
+    return pid

@@ -1,0 +1,323 @@
+"""DeliveryStore: every delivery and every handler run, in SQLite or PostgreSQL.
+
+The store is the source of truth for what must run; the broker only carries it. Each method
+is one short transaction, committed before it returns, and every database failure surfaces as
+StoreUnavailable. The statements live in ``_runs`` (writes) and ``_reads`` (reads).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, delete
+
+from ..exceptions import ConfigurationError
+from ..webhooks import Delivery
+from . import _reads, _runs, _sql
+from . import migrate as _migrate
+from .engine import WRITE, fork_safe, make_engine, prepare_sqlite_path, unavailable_on_error
+from .models import deliveries
+from .records import DeliveryRecord, DeliveryState, Page, RunPlan, RunRecord, RunState
+
+__all__ = ["DEFAULT_URL", "DeliveryStore"]
+
+DEFAULT_URL = "sqlite:///.ghapp/store.sqlite"
+# The lease a retry extends by when the claim recorded none.
+DEFAULT_LEASE_SECONDS = 600.0
+# Tracebacks can be huge; the row keeps the end, where the exception is.
+MAX_ERROR_CHARS = 8_000
+
+
+def _utc(when: datetime | None) -> datetime:
+    if when is None:
+        return datetime.now(UTC)
+    if when.tzinfo is None:
+        raise ValueError("the store only accepts timezone-aware datetimes")
+    return when.astimezone(UTC)
+
+
+def _error_text(error: str) -> str:
+    return error if len(error) <= MAX_ERROR_CHARS else "…" + error[-MAX_ERROR_CHARS:]
+
+
+class DeliveryStore:
+    """Records deliveries and handler runs; see docs/store.md for states and the sweeper.
+
+    Thread-safe and fork-aware: one instance may be shared by a process's threads, and a
+    forked child (a Celery prefork worker) opens its own connections on first use.
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        auto_upgrade: bool = True,
+        pool_size: int | None = None,
+        echo: bool = False,
+    ) -> None:
+        # No I/O here: the web app can be built while the database is still starting.
+        self._engine = make_engine(url, pool_size=pool_size, echo=echo)
+        self._dialect = self._engine.dialect.name
+        if self._dialect not in ("sqlite", "postgresql"):
+            self._engine.dispose()
+            raise ConfigurationError("The delivery store supports SQLite and PostgreSQL only")
+        self._auto_upgrade = auto_upgrade
+        self._ready = False
+        self._ready_lock = threading.Lock()
+        self._pid = os.getpid()
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> DeliveryStore:
+        return cls(url, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<DeliveryStore {self._engine.url.render_as_string(hide_password=True)}>"
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _ensure_ready(self) -> None:
+        self._pid = fork_safe(self._engine, self._pid)
+        if self._ready:
+            return
+        with self._ready_lock:
+            if not self._ready:
+                if self._auto_upgrade:
+                    self.upgrade()
+                else:
+                    prepare_sqlite_path(self._engine.url)
+                self._ready = True
+
+    @contextmanager
+    def _tx(self, *, write: bool) -> Iterator[Connection]:
+        self._ensure_ready()
+        with unavailable_on_error(), self._engine.connect() as conn:
+            if write:
+                conn.execution_options(**{WRITE: True})
+            with conn.begin():
+                yield conn
+
+    def upgrade(self) -> None:
+        """Alembic ``upgrade head``; idempotent, and safe from several processes at once."""
+        self._pid = fork_safe(self._engine, self._pid)
+        prepare_sqlite_path(self._engine.url)
+        with unavailable_on_error():
+            _migrate.upgrade(self._engine)
+
+    def current_revision(self) -> str | None:
+        """The schema revision the database is at; None for an empty database."""
+        self._pid = fork_safe(self._engine, self._pid)
+        prepare_sqlite_path(self._engine.url)
+        with unavailable_on_error(), self._engine.connect() as conn:
+            return _migrate.current_revision(conn)
+
+    def dispose(self) -> None:
+        """Close every pooled connection (the store opens new ones if used again)."""
+        self._engine.dispose()
+
+    # -- the intake ---------------------------------------------------------------------------
+
+    def record(
+        self, delivery: Delivery, plans: Sequence[RunPlan], *, now: datetime | None = None
+    ) -> list[RunRecord]:
+        """Record a delivery and its planned runs; return the runs the caller must publish.
+
+        A redelivery (same X-GitHub-Delivery) counts up ``redeliveries``; of its runs, new
+        ones and FAILED/DEAD ones (re-armed; attempts and last_error kept) are returned,
+        SUCCEEDED ones are not run again and in-flight ones are left to their worker.
+        """
+        at = _utc(now)
+        unique = list({plan.handler: plan for plan in reversed(plans)}.values())[::-1]
+        values = {
+            "id": delivery.id,
+            "event": delivery.event,
+            "action": delivery.action,
+            "installation_id": delivery.installation_id,
+            "hook_id": delivery.hook_id,
+            "target_type": delivery.target_type,
+            "target_id": delivery.target_id,
+            "received_at": delivery.received_at,
+            "state": (DeliveryState.RECEIVED if unique else DeliveryState.SUCCEEDED).value,
+            "redeliveries": 0,
+            "payload": _sql.compress_payload(delivery.payload),  # outside the transaction
+        }
+        with self._tx(write=True) as conn:
+            upsert = _sql.upsert_delivery(self._dialect, values)
+            redeliveries = conn.execute(upsert).scalar_one()
+            return _runs.record_runs(conn, delivery.id, unique, at, redelivery=redeliveries > 0)
+
+    def mark_queued(self, run_ids: Sequence[str], *, now: datetime | None = None) -> None:
+        """The runs were published to the broker: RECEIVED -> QUEUED, published_at = now.
+
+        The sweeper re-publishes too, so a QUEUED run gets a fresh published_at and a
+        STARTED/RETRYING run whose lease expired goes back to QUEUED. A run a live worker
+        holds, or a finished one, is left alone (a worker may claim before this call lands).
+        """
+        at = _utc(now)
+        ids = sorted(set(run_ids))
+        if ids:
+            with self._tx(write=True) as conn:
+                _runs.mark_queued(conn, ids, at)
+
+    # -- the workers --------------------------------------------------------------------------
+
+    def claim(
+        self, run_id: str, *, lease_seconds: float, now: datetime | None = None
+    ) -> RunRecord | None:
+        """Start the run for a worker: STARTED, attempts + 1, a lease until now + lease_seconds.
+
+        None when the run must not run now: unknown, finished, or started by a worker whose
+        lease is still live (a duplicate message). Exactly one of concurrent claims wins.
+        """
+        if lease_seconds <= 0:
+            raise ValueError("lease_seconds must be positive")
+        at = _utc(now)
+        with self._tx(write=True) as conn:
+            return _runs.claim(conn, run_id, lease_seconds, at)
+
+    def mark_retrying(
+        self,
+        run_id: str,
+        error: str,
+        *,
+        retry_at: datetime | None = None,
+        now: datetime | None = None,
+    ) -> bool:
+        """A retry is scheduled at ``retry_at``: the lease is pushed past it, so the sweeper
+        leaves alone a run that is only waiting for its countdown. Only from STARTED."""
+        at = _utc(now)
+        due = max(_utc(retry_at), at) if retry_at is not None else at
+
+        def changes(run: Mapping[Any, Any]) -> dict[str, Any]:
+            lease = run["lease_seconds"] or DEFAULT_LEASE_SECONDS
+            return {
+                "last_error": _error_text(error),
+                "lease_expires_at": due + timedelta(seconds=lease),
+            }
+
+        with self._tx(write=True) as conn:
+            return _runs.transition(
+                conn, run_id, RunState.RETRYING, (RunState.STARTED,), at, changes
+            )
+
+    def mark_succeeded(self, run_id: str, *, now: datetime | None = None) -> bool:
+        """finished_at = now, duration_ms = now - started_at."""
+        return self._finish(run_id, RunState.SUCCEEDED, None, now)
+
+    def mark_failed(self, run_id: str, error: str, *, now: datetime | None = None) -> bool:
+        """Not retryable (a 4xx, a bug); kept with its payload and replayable."""
+        return self._finish(run_id, RunState.FAILED, error, now)
+
+    def mark_dead(self, run_id: str, error: str, *, now: datetime | None = None) -> bool:
+        """Retries exhausted; kept with its payload and replayable."""
+        return self._finish(run_id, RunState.DEAD, error, now)
+
+    def _finish(
+        self, run_id: str, state: RunState, error: str | None, now: datetime | None
+    ) -> bool:
+        at = _utc(now)
+
+        def changes(run: Mapping[Any, Any]) -> dict[str, Any]:
+            started = run["started_at"]
+            values: dict[str, Any] = {
+                "finished_at": at,
+                "duration_ms": None if started is None else (at - started).total_seconds() * 1e3,
+                "lease_expires_at": None,
+            }
+            if error is not None:
+                values["last_error"] = _error_text(error)
+            return values
+
+        # From any unfinished state: a worker that ran the handler must be able to say so even
+        # if the sweeper re-queued the run meanwhile. A finished run is never overwritten.
+        with self._tx(write=True) as conn:
+            return _runs.transition(conn, run_id, state, _runs.UNFINISHED, at, changes)
+
+    def due_for_sweep(
+        self,
+        *,
+        now: datetime | None = None,
+        unpublished_after: float = 30.0,
+        queued_after: float = 600.0,
+        limit: int = 500,
+    ) -> list[RunRecord]:
+        """Runs to publish again, oldest first: RECEIVED for longer than ``unpublished_after``
+        (recorded, never published), QUEUED for longer than ``queued_after`` (the broker lost
+        it), STARTED/RETRYING with an expired lease (the worker died)."""
+        at = _utc(now)
+        with self._tx(write=False) as conn:
+            return _runs.due_for_sweep(conn, at, unpublished_after, queued_after, limit)
+
+    def replay(self, delivery_id: str, *, now: datetime | None = None) -> list[RunRecord]:
+        """Re-arm the delivery's FAILED and DEAD runs (to RECEIVED) and return them to publish.
+
+        DeliveryNotFound when the delivery is unknown; [] when nothing is replayable.
+        """
+        at = _utc(now)
+        with self._tx(write=True) as conn:
+            return _runs.replay(conn, delivery_id, at)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def get_delivery(self, delivery_id: str, *, with_payload: bool = True) -> DeliveryRecord | None:
+        with self._tx(write=False) as conn:
+            return _reads.delivery(conn, delivery_id, with_payload=with_payload)
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        with self._tx(write=False) as conn:
+            return _reads.run(conn, run_id)
+
+    def payload(self, delivery_id: str) -> dict[str, Any]:
+        """The delivery's payload as GitHub sent it; DeliveryNotFound when unknown."""
+        with self._tx(write=False) as conn:
+            return _reads.payload(conn, delivery_id)
+
+    def list_deliveries(
+        self,
+        *,
+        event: str | None = None,
+        state: str | None = None,
+        installation_id: int | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        """A page of deliveries with their runs (no payload), newest first; ``since``
+        inclusive, ``until`` exclusive. ValueError for a cursor this store did not make."""
+        with self._tx(write=False) as conn:
+            return _reads.list_deliveries(
+                conn,
+                event=event,
+                state=state,
+                installation_id=installation_id,
+                since=None if since is None else _utc(since),
+                until=None if until is None else _utc(until),
+                limit=limit,
+                cursor=cursor,
+            )
+
+    def counts(self) -> dict[str, int]:
+        """Runs per state, every state present, zeros included."""
+        with self._tx(write=False) as conn:
+            return _reads.count_runs(conn)
+
+    def purge(self, *, older_than: datetime) -> int:
+        """Delete deliveries received before ``older_than`` whose runs all succeeded.
+
+        Failed and dead deliveries are kept whatever their age: they are still replayable.
+        Runs go with their delivery (ON DELETE CASCADE).
+        """
+        cutoff = _utc(older_than)
+        with self._tx(write=True) as conn:
+            result = conn.execute(
+                delete(deliveries).where(
+                    deliveries.c.state == DeliveryState.SUCCEEDED.value,
+                    deliveries.c.received_at < cutoff,
+                )
+            )
+            return int(result.rowcount)
