@@ -15,35 +15,33 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import json
 import os
-import platform
 import re
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import fastapi
 import httpx
 import uvicorn
-from loadgen import Result, run_load
+from intake_report import Comparison, RunInfo, machine, render_section, table, write_section
+from loadgen import run_load
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "benchmarks" / ".cache"
 THEIR_VENV = CACHE / "fastapi-githubapp-0.2.7"
 PAYLOAD = ROOT / "tests" / "fixtures" / "webhooks" / "issues" / "opened.json"
 DOC = ROOT / "docs" / "performance.md"
-SECTION = "## Webhook intake (inline handlers)"
 SECRET = "benchmark-secret"
 ROUTE = "/webhooks/github/"
+SLEEP = 0.2  # seconds the blocking handler sleeps in the second scenario
 
 # The user code, verbatim for both libraries except the first line. A sync ``def`` handler,
 # as fastapi-githubapp users write them; BENCH_HANDLER_SLEEP makes it block.
@@ -100,24 +98,6 @@ class Scenario:
     concurrencies: tuple[int, ...]
     requests: int
     warmup: int
-
-
-@dataclass
-class Cell:
-    """All rounds of one (scenario, concurrency, server)."""
-
-    results: list[Result] = field(default_factory=list)
-
-    def median(self, attr: str) -> float:
-        if attr == "rps":
-            return statistics.median(r.rps for r in self.results)
-        if attr == "cpu":
-            return statistics.median(r.client_cpu for r in self.results)
-        return statistics.median(r.percentile(int(attr[1:])) for r in self.results)
-
-    def spread(self) -> str:
-        values = [r.rps for r in self.results]
-        return f"{min(values):,.0f}-{max(values):,.0f}" if len(values) > 1 else "-"
 
 
 # --- environments and servers --------------------------------------------------------------
@@ -215,8 +195,8 @@ def delivery() -> tuple[bytes, dict[str, str]]:
 
 def measure(
     scenarios: list[Scenario], rounds: int, body: bytes, headers: dict[str, str]
-) -> dict[tuple[str, int, str], Cell]:
-    cells: dict[tuple[str, int, str], Cell] = {}
+) -> list[Comparison]:
+    rows = {(s.name, c): Comparison(s.name, c) for s in scenarios for c in s.concurrencies}
 
     def fresh_headers() -> dict[str, str]:
         # A new delivery id per request, as GitHub does: a server deduplicating redeliveries
@@ -243,8 +223,8 @@ def measure(
                                 requests=scenario.requests,
                                 warmup=scenario.warmup,
                             )
-                            key = (scenario.name, concurrency, server.name)
-                            cells.setdefault(key, Cell()).results.append(result)
+                            row = rows[(scenario.name, concurrency)]
+                            (row.ours if server is OURS else row.theirs).append(result)
                             print(
                                 f"  {scenario.name:<14} c={concurrency:<3} round {round_no + 1}"
                                 f"  {server.name:<24} {result.rps:8.1f} req/s"
@@ -252,57 +232,7 @@ def measure(
                                 f"  p99 {result.percentile(99):7.1f} ms",
                                 flush=True,
                             )
-    return cells
-
-
-def table(scenarios: list[Scenario], cells: dict[tuple[str, int, str], Cell]) -> str:
-    lines = [
-        "| handler | concurrency | ours req/s | theirs req/s | ours/theirs "
-        "| ours p50 / p99 ms | theirs p50 / p99 ms | ours req/s range | theirs req/s range "
-        "| client CPU (ours / theirs) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for scenario in scenarios:
-        for c in scenario.concurrencies:
-            ours, theirs = (
-                cells[(scenario.name, c, OURS.name)],
-                cells[(scenario.name, c, THEIRS.name)],
-            )
-            lines.append(
-                f"| {scenario.name} | {c} "
-                f"| {ours.median('rps'):,.0f} | {theirs.median('rps'):,.0f} "
-                f"| {ours.median('rps') / theirs.median('rps'):.2f}x "
-                f"| {ours.median('p50'):.1f} / {ours.median('p99'):.1f} "
-                f"| {theirs.median('p50'):.1f} / {theirs.median('p99'):.1f} "
-                f"| {ours.spread()} | {theirs.spread()} "
-                f"| {ours.median('cpu'):.0%} / {theirs.median('cpu'):.0%} |"
-            )
-    return "\n".join(lines)
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return (
-        f"{os.cpu_count()} cores (nproc {len(os.sched_getaffinity(0))}), {cpu}; "
-        f"Python {platform.python_version()} on {platform.system()} {platform.release()}"
-    )
-
-
-def write_section(text: str) -> None:
-    """Replace (or append) this benchmark's section of docs/performance.md, leaving others."""
-    current = DOC.read_text() if DOC.exists() else "# Performance\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _: text.rstrip() + "\n\n", current).rstrip() + "\n"
-    else:
-        updated = current.rstrip() + "\n\n" + text.rstrip() + "\n"
-    DOC.parent.mkdir(exist_ok=True)
-    DOC.write_text(updated)
+    return list(rows.values())
 
 
 def main() -> int:
@@ -316,7 +246,7 @@ def main() -> int:
     rounds = args.rounds or (1 if quick else 5)
     scenarios = [
         Scenario("no-op", 0.0, (1, 10, 100), requests=300 if quick else 3000, warmup=200),
-        Scenario("sleep 0.2 s", 0.2, (100,), requests=100 if quick else 300, warmup=20),
+        Scenario(f"sleep {SLEEP} s", SLEEP, (100,), requests=100 if quick else 300, warmup=20),
     ]
     ensure_their_venv()
     body, headers = delivery()
@@ -325,72 +255,25 @@ def main() -> int:
     print(f"ours: {ours_v}\ntheirs: {theirs_v}\n{machine()}", flush=True)
 
     started = time.monotonic()
-    cells = measure(scenarios, rounds, body, headers)
+    rows = measure(scenarios, rounds, body, headers)
     elapsed = time.monotonic() - started
-    result_table = table(scenarios, cells)
-    print("\n" + result_table + f"\n\n({elapsed:.0f} s)")
+    print("\n" + table(rows) + f"\n\n({elapsed:.0f} s)")
     if quick or args.no_write:
         return 0
 
-    write_section(
-        report(result_table, scenarios, rounds, len(body), ours_v, theirs_v, elapsed, cells)
+    info = RunInfo(
+        rounds=rounds,
+        body_size=len(body),
+        command="python -m uvicorn app:app " + " ".join(UVICORN_FLAGS),
+        ours_versions=ours_v,
+        theirs_versions=theirs_v,
+        requests={s.name: (s.requests, s.warmup) for s in scenarios},
+        sleep=SLEEP,
+        elapsed=elapsed,
     )
+    write_section(DOC, render_section(rows, info))
     print(f"Wrote {DOC.relative_to(ROOT)}")
     return 0
-
-
-def report(
-    result_table: str,
-    scenarios: list[Scenario],
-    rounds: int,
-    body_size: int,
-    ours_v: dict[str, str],
-    theirs_v: dict[str, str],
-    elapsed: float,
-    cells: dict[tuple[str, int, str], Cell],
-) -> str:
-    noop, slow = scenarios
-    ratios = [
-        cells[(noop.name, c, OURS.name)].median("rps")
-        / cells[(noop.name, c, THEIRS.name)].median("rps")
-        for c in noop.concurrencies
-    ]
-    slow_ours = cells[(slow.name, 100, OURS.name)].median("rps")
-    slow_theirs = cells[(slow.name, 100, THEIRS.name)].median("rps")
-    stack = ", ".join(f"{k} {v}" for k, v in ours_v.items())
-    return f"""{SECTION}
-
-Measured {dt.date.today().isoformat()} with `benchmarks/intake.py` ({elapsed:.0f} s).
-Machine: {machine()}. Shared with other work, so expect a few percent of noise.
-
-**Method.** The real `issues/opened` payload (octokit example, `installation` added as an App
-receives it, compact JSON, {body_size:,} bytes) is signed with HMAC-SHA256 and posted with a fresh
-`X-GitHub-Delivery` each time. Both servers run the same user code — a sync `def` handler on
-`issues.opened`, only the import line differs — under the same command:
-`python -m uvicorn app:app {" ".join(UVICORN_FLAGS)}`, one process each (asyncio loop and
-h11 on both, since our environment has neither uvloop nor httptools). ghapp_celery: {stack}.
-fastapi-githubapp {theirs_v["fastapi-githubapp"]} in its own venv with fastapi
-{theirs_v["fastapi"]}, starlette {theirs_v["starlette"]}, uvicorn {theirs_v["uvicorn"]}. The load
-generator is one httpx `AsyncClient` process with N requests in flight (closed loop),
-{noop.requests} timed requests per cell after {noop.warmup} warm-up ones ({slow.requests} and
-{slow.warmup} for the sleeping handler). Every answer must be `200 HIT` or the run aborts. Cells
-alternate between the two servers and which goes first; the table gives the median of
-{rounds} rounds, and the range of req/s over the rounds. Client CPU is the load generator's CPU
-time over wall time: near 100 % means the client, sharing the two cores, set the pace.
-
-{result_table}
-
-**Reading.** With a no-op handler the two intakes are within {min(ratios):.2f}-{max(ratios):.2f}x
-of each other: both spend their time in the same places (uvicorn, Starlette, JSON decoding,
-one HMAC, one thread hop for the sync handler), and ours does a little more per delivery
-(parsing the delivery headers into a `Delivery`, a contextvar, more checks). On two cores the
-load generator takes one core, so these are per-request costs more than capacity figures.
-With a handler that blocks for 0.2 s, fastapi-githubapp is capped by asyncio's default
-executor (min(32, cores + 4) = 6 threads here: at most 6 / 0.2 s = 30 req/s) and does
-{slow_theirs:,.0f} req/s; ghapp_celery runs blocking handlers on its own 100-thread limiter and
-does {slow_ours:,.0f} req/s ({slow_ours / slow_theirs:.1f}x). Blocking work belongs in
-background handlers on Celery anyway; this measures the inline compatibility path.
-"""
 
 
 if __name__ == "__main__":
