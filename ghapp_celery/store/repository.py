@@ -131,7 +131,10 @@ class DeliveryStore:
         SUCCEEDED ones are not run again and in-flight ones are left to their worker.
         """
         at = _utc(now)
-        unique = list({plan.handler: plan for plan in reversed(plans)}.values())[::-1]
+        by_handler: dict[str, RunPlan] = {}
+        for plan in plans:  # one run per (delivery, handler): the first plan wins
+            by_handler.setdefault(plan.handler, plan)
+        unique = list(by_handler.values())
         values = {
             "id": delivery.id,
             "event": delivery.event,
