@@ -237,7 +237,9 @@ class WorkerLoop:
 
     def _create_here(self, name: str) -> Any:
         gen = self._gen
-        assert gen is not None and gen.loop is asyncio.get_running_loop()
+        if gen is None or gen.loop is not asyncio.get_running_loop():
+            # shutdown() detached this loop while a handler on it was still asking.
+            raise RuntimeError(f"resource {name!r} requested while the worker loop shuts down")
         if name not in gen.resources:
             factory, _ = self._factories[name]
             gen.resources[name] = factory()
