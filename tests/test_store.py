@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, event, text
 
-from ghapp_celery.exceptions import GitHubAppError
+from ghapp_celery.exceptions import ConfigurationError, GitHubAppError
 from ghapp_celery.store import (
     DeliveryNotFound,
     DeliveryStore,
@@ -626,6 +626,18 @@ def test_upgrade_from_empty_and_twice(empty_url: str) -> None:
     store.upgrade()  # a no-op: same revision, data untouched
     assert store.current_revision() == "0001"
     assert store.get_run(run.id) == run
+    store.dispose()
+
+
+def test_a_schema_from_a_newer_version_is_refused(empty_url: str) -> None:
+    store = DeliveryStore(empty_url)
+    store.upgrade()
+    engine = create_engine(empty_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE ghapp_alembic_version SET version_num = '0099'"))
+    engine.dispose()
+    with pytest.raises(ConfigurationError, match="0099"):
+        DeliveryStore(empty_url).upgrade()
     store.dispose()
 
 

@@ -28,6 +28,7 @@ from .models import deliveries, runs
 from .records import DeliveryRecord, DeliveryState, RunRecord, RunState
 
 __all__ = [
+    "before_cursor",
     "compress_payload",
     "decode_cursor",
     "decompress_payload",
@@ -40,8 +41,8 @@ __all__ = [
     "upsert_delivery",
 ]
 
-# zlib level 1 compresses webhook JSON about 6x at a fraction of level 6's cost; the
-# payload is compressed on the webhook's hot path.
+# Compression runs on the webhook's hot path. On the 79 fixture payloads zlib level 1 gives
+# 5.8x against level 6's 6.6x, in 20% less time; the gap in time widens on large payloads.
 _ZLIB_LEVEL = 1
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -96,7 +97,7 @@ def unavailable_on_error() -> Iterator[None]:
     """Turn any database failure into StoreUnavailable, original chained, message generic."""
     try:
         yield
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, sqlite3.Error) as exc:  # sqlite3: errors raised in our pragmas
         raise StoreUnavailable(f"The delivery store is unavailable ({type(exc).__name__})") from exc
 
 

@@ -17,6 +17,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, text
 
+from ..exceptions import ConfigurationError
 from .engine import WRITE
 
 __all__ = ["VERSION_TABLE", "alembic_config", "current_revision", "head_revision", "upgrade"]
@@ -51,10 +52,17 @@ def upgrade(engine: Engine, target: str = "head") -> None:
     """Bring the schema to ``target``; a no-op when it is already there."""
     # Cheap check first, without the write lock, so a process start on an up-to-date
     # database never blocks behind other writers.
-    if target == "head":
-        with engine.connect() as conn:
-            if current_revision(conn) == head_revision():
-                return
+    script = ScriptDirectory.from_config(alembic_config())
+    with engine.connect() as conn:
+        current = current_revision(conn)
+    if current is not None and current not in {rev.revision for rev in script.walk_revisions()}:
+        # A newer ghapp_celery migrated this database and this one was rolled back to.
+        raise ConfigurationError(
+            f"The store's schema is at revision {current!r}, which this version of "
+            "ghapp_celery does not know; upgrade ghapp_celery or restore the database"
+        )
+    if target == "head" and current == script.get_current_head():
+        return
     with engine.execution_options(**{WRITE: True}).begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
