@@ -27,14 +27,17 @@ from .exceptions import (
     WebhookError,
 )
 from .github.auth import GitHubAppAuth, InstallationAuthorization
-from .intake import STATUS_FUNC_CALLED, STATUS_NO_FUNC_CALLED
+from .intake import STATUS_DUPLICATE, STATUS_FUNC_CALLED, STATUS_NO_FUNC_CALLED, STATUS_QUEUED
+from .policy import RetryPolicy
 from .webhooks import Delivery
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "STATUS_DUPLICATE",
     "STATUS_FUNC_CALLED",
     "STATUS_NO_FUNC_CALLED",
+    "STATUS_QUEUED",
     "ConfigurationError",
     "Delivery",
     "Event",
@@ -52,6 +55,7 @@ __all__ = [
     "MissingHeader",
     "PayloadTooLarge",
     "RateLimitedGhApi",
+    "RetryPolicy",
     "Settings",
     "UnsupportedContentType",
     "WebhookError",

@@ -1,30 +1,44 @@
 """The ``ghapp-celery`` command.
 
-``ghapp-celery receive issues.opened`` posts a real, signed delivery to a running app, with
-GitHub's headers, so a new user can watch a handler run without a GitHub App.
+- ``receive issues.opened [--wait]``: post a real, signed sample delivery to a running app,
+  with GitHub's headers; ``--wait`` follows its background runs in the store until they end.
+- ``routes``: event -> handler -> Celery task -> queue, for ``celery worker -Q``.
+- ``db upgrade``: migrate the store. ``sweep``: republish runs that must run but aren't.
+- ``deliveries list|show|replay``: what was received, what ran, and running failed runs again.
+
+Commands that need the app take ``--app module:attribute`` (or ``GITHUBAPP_APP``), e.g.
+``--app examples.quickstart:github_app``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import os
 import sys
+import time
 from collections.abc import Sequence
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from .config import Settings
 from .webhooks import signed_request
 
-__all__ = ["DEVELOPMENT_SECRET", "main", "sample_names", "sample_payload"]
+if TYPE_CHECKING:
+    from .app import GitHubApp
+    from .store import DeliveryStore
+
+__all__ = ["DEVELOPMENT_SECRET", "load_app", "main", "sample_names", "sample_payload"]
 
 #: The secret the quickstart uses when none is configured, so the two match out of the box.
 DEVELOPMENT_SECRET = "development-secret"  # noqa: S105  (public on purpose: local only)
 
 # Events whose deliveries carry no installation (GITHUB_FACTS §10).
 _APP_LEVEL = {"ping", "meta", "security_advisory", "github_app_authorization"}
+_FINAL_STATES = {"succeeded", "failed", "dead"}
 
 
 def sample_names() -> list[str]:
@@ -45,6 +59,46 @@ def sample_payload(name: str, installation_id: int | None = None) -> tuple[str, 
     return event, payload
 
 
+def load_app(spec: str | None) -> GitHubApp:
+    """Import ``module:attribute`` and return the GitHubApp it names."""
+    from .app import GitHubApp
+
+    spec = spec or os.environ.get("GITHUBAPP_APP")
+    if not spec or ":" not in spec:
+        raise SystemExit("Name the app: --app module:attribute (or set GITHUBAPP_APP)")
+    module_name, _, attribute = spec.partition(":")
+    sys.path.insert(0, os.getcwd())
+    app = getattr(importlib.import_module(module_name), attribute)
+    if not isinstance(app, GitHubApp):
+        raise SystemExit(f"{spec} is a {type(app).__name__}, not a GitHubApp")
+    return app
+
+
+def _store() -> DeliveryStore:
+    from .store import DeliveryStore
+
+    return DeliveryStore(Settings().store_url())
+
+
+def _follow(delivery_id: str, timeout: float) -> int:
+    """Print each run's state changes until every run has ended (or ``timeout`` passes)."""
+    store = _store()
+    seen: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record = store.get_delivery(delivery_id, with_payload=False)
+        runs = record.runs if record else ()
+        for run in runs:
+            if seen.get(run.id) != run.state.value:
+                seen[run.id] = run.state.value
+                print(f"  run {run.id} {run.handler}: {run.state.value}")
+        if runs and all(run.state.value in _FINAL_STATES for run in runs):
+            return 0 if all(run.state.value == "succeeded" for run in runs) else 1
+        time.sleep(0.2)
+    print(f"  gave up after {timeout:.0f} s: is a worker running?")
+    return 1
+
+
 def _receive(args: argparse.Namespace) -> int:
     settings = Settings()
     configured = settings.webhook_secrets()
@@ -57,17 +111,70 @@ def _receive(args: argparse.Namespace) -> int:
     except httpx.HTTPError as exc:
         print(f"Could not reach {url}: {type(exc).__name__}. Is the app running (make run)?")
         return 2
-    print(f"POST {url}  X-GitHub-Event: {event}  X-GitHub-Delivery: {headers['X-GitHub-Delivery']}")
+    delivery_id = headers["X-GitHub-Delivery"]
+    print(f"POST {url}  X-GitHub-Event: {event}  X-GitHub-Delivery: {delivery_id}")
     print(f"-> {response.status_code} {response.text}")
-    return 0 if response.is_success else 1
+    if not response.is_success:
+        return 1
+    if args.wait and response.status_code == 202:
+        return _follow(delivery_id, args.timeout)
+    return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ghapp-celery", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    receive = commands.add_parser(
-        "receive", help="post a real, signed sample delivery to a running app"
+def _routes(args: argparse.Namespace) -> int:
+    github_app = load_app(args.app)
+    from .tasks.celery_app import queue_of
+
+    rows = [("EVENT", "HANDLER", "TASK", "QUEUE")]
+    for spec in github_app.registry:
+        if spec.background:
+            queue = queue_of(github_app.celery, spec.task_name)
+            rows.append((spec.key, spec.qualified_name, spec.task_name, queue))
+        else:
+            rows.append((spec.key, spec.qualified_name, "(inline)", "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    return 0
+
+
+def _deliveries(args: argparse.Namespace) -> int:
+    if args.deliveries_command == "replay":
+        runs = load_app(args.app).replay(args.delivery_id)
+        print(f"Republished {len(runs)} run(s) of delivery {args.delivery_id}")
+        for run in runs:
+            print(f"  run {run.id} {run.handler} -> {run.queue}")
+        return 0
+    store = _store()
+    if args.deliveries_command == "show":
+        record = store.get_delivery(args.delivery_id, with_payload=args.payload)
+        if record is None:
+            print(f"No delivery {args.delivery_id}")
+            return 1
+        print(json.dumps(_as_json(record), indent=2, default=str))
+        return 0
+    page = store.list_deliveries(
+        event=args.event, state=args.state, installation_id=args.installation, limit=args.limit
     )
+    for item in page.items:
+        states = ", ".join(f"{r.handler.split(':')[-1]}={r.state.value}" for r in item.runs)
+        name = f"{item.event}.{item.action}" if item.action else item.event
+        print(f"{item.received_at:%Y-%m-%d %H:%M:%S} {item.id} {name} [{item.state}] {states}")
+    return 0
+
+
+def _as_json(record: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    data: dict[str, Any] = asdict(record)
+    return data
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ghapp-celery", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    receive = commands.add_parser("receive", help="post a real, signed sample delivery")
     receive.add_argument("name", help=f"sample to send: {', '.join(sample_names())}")
     receive.add_argument("--url", help="webhook URL (default http://127.0.0.1:8000 + path)")
     receive.add_argument(
@@ -76,12 +183,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     receive.add_argument("--installation-id", type=int, default=1)
     receive.add_argument("--app-id", type=int, default=None)
+    receive.add_argument("--wait", action="store_true", help="follow the background runs")
+    receive.add_argument("--timeout", type=float, default=60.0)
     commands.add_parser("samples", help="list the bundled sample payloads")
-    args = parser.parse_args(argv)
+
+    routes = commands.add_parser("routes", help="event -> handler -> task -> queue")
+    routes.add_argument("--app", help="module:attribute of the GitHubApp")
+
+    db = commands.add_parser("db", help="the delivery store")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    db_commands.add_parser("upgrade", help="migrate the store to the latest schema")
+
+    sweep = commands.add_parser("sweep", help="republish runs that must run but aren't")
+    sweep.add_argument("--app", help="module:attribute of the GitHubApp")
+
+    deliveries = commands.add_parser("deliveries", help="recorded deliveries and their runs")
+    sub = deliveries.add_subparsers(dest="deliveries_command", required=True)
+    listing = sub.add_parser("list", help="newest first")
+    listing.add_argument("--event")
+    listing.add_argument("--state")
+    listing.add_argument("--installation", type=int)
+    listing.add_argument("--limit", type=int, default=20)
+    show = sub.add_parser("show", help="one delivery with its runs")
+    show.add_argument("delivery_id")
+    show.add_argument("--payload", action="store_true", help="include the payload")
+    replay = sub.add_parser("replay", help="run a delivery's failed and dead handlers again")
+    replay.add_argument("delivery_id")
+    replay.add_argument("--app", help="module:attribute of the GitHubApp")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     if args.command == "samples":
         print("\n".join(sample_names()))
         return 0
-    return _receive(args)
+    if args.command == "receive":
+        return _receive(args)
+    if args.command == "routes":
+        return _routes(args)
+    if args.command == "db":
+        store = _store()
+        store.upgrade()
+        print(f"Store at revision {store.current_revision()}")
+        return 0
+    if args.command == "sweep":
+        print(json.dumps(load_app(args.app).sweep().as_dict()))
+        return 0
+    return _deliveries(args)
 
 
 if __name__ == "__main__":  # pragma: no cover

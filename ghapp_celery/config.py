@@ -63,6 +63,34 @@ class Settings(BaseSettings):
     )
     http_timeout: float = Field(default=10.0, gt=0)
 
+    # -- background handlers: store, broker, worker ------------------------------------------
+    data_dir: Path = Field(
+        default=Path(".ghapp"), description="Where the embedded SQLite store and broker live."
+    )
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the store; SQLite in data_dir when unset."
+    )
+    celery_config_module: str = Field(
+        default="celeryconfig", description="Module Celery settings are read from, if present."
+    )
+    handler_timeout: float = Field(
+        default=300.0, gt=0, description="Default timeout of a background handler (seconds)."
+    )
+    lease_margin: float = Field(
+        default=60.0, ge=0, description="A started run's lease is its timeout plus this margin."
+    )
+    sweep_interval: float = Field(default=30.0, gt=0, description="Seconds between sweeps.")
+    sweep_unpublished_after: float = Field(
+        default=30.0, ge=0, description="Republish runs recorded but unpublished this long."
+    )
+    sweep_queued_after: float = Field(
+        default=900.0, gt=0, description="Republish runs queued but not started this long."
+    )
+    status_token: SecretStr | None = Field(
+        default=None, description="Bearer token for the status API; the API is off without it."
+    )
+    status_prefix: str = "/webhooks/github/status"
+
     # -- OAuth (user login) --------------------------------------------------------------------
     oauth_client_id: str | None = None
     oauth_client_secret: SecretStr | None = None
@@ -90,6 +118,12 @@ class Settings(BaseSettings):
         values = [self.webhook_secret] if self.webhook_secret is not None else []
         values += self.webhook_secret_previous
         return [v.get_secret_value().encode() for v in values if v.get_secret_value()]
+
+    def store_url(self) -> str:
+        """The store's SQLAlchemy URL: ``database_url`` or a SQLite file in ``data_dir``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'store.sqlite').resolve()}"
 
     def private_key_pem(self) -> str | None:
         """The PEM text from ``private_key`` or, failing that, ``private_key_path``."""

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ANY_EVENT", "HandlerRegistry", "HandlerSpec"]
+from .policy import DEFAULT_RETRY, RetryPolicy
+
+__all__ = ["ANY_EVENT", "DEFAULT_QUEUE", "HandlerRegistry", "HandlerSpec"]
 
 #: The key that matches every delivery (Probot's ``onAny``).
 ANY_EVENT = "*"
+#: Queue of background handlers registered on ``*``, and of maintenance tasks.
+DEFAULT_QUEUE = "github.default"
 
 
 def _takes_event(func: Callable[..., Any]) -> bool:
@@ -40,6 +44,31 @@ class HandlerSpec:
     func: Callable[..., Any]
     is_async: bool
     takes_event: bool
+    background: bool = False
+    queue_override: str | None = None
+    retry: RetryPolicy = field(default=DEFAULT_RETRY)
+    timeout: float | None = None
+
+    @property
+    def event(self) -> str:
+        return self.key.split(".", 1)[0]
+
+    @property
+    def queue(self) -> str:
+        """``github.<event>`` unless the handler names its own queue."""
+        if self.queue_override:
+            return self.queue_override
+        return DEFAULT_QUEUE if self.key == ANY_EVENT else f"github.{self.event}"
+
+    @property
+    def task_name(self) -> str:
+        """The Celery task name: ``github.<key>:<module>.<function>``, readable in Flower.
+
+        It is built from the key and the function's import path only, so it is the same in
+        the web process and in every worker (a requirement for Celery to find the task).
+        """
+        key = "any" if self.key == ANY_EVENT else self.key
+        return f"github.{key}:{self.qualified_name}"
 
     @property
     def name(self) -> str:
@@ -68,17 +97,38 @@ class HandlerRegistry:
     def __init__(self) -> None:
         self._by_key: dict[str, list[HandlerSpec]] = {}
 
-    def add(self, key: str, func: Callable[..., Any]) -> HandlerSpec:
+    def add(
+        self,
+        key: str,
+        func: Callable[..., Any],
+        *,
+        background: bool = False,
+        queue: str | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+    ) -> HandlerSpec:
         if not callable(func):
             raise TypeError(f"Handler for {key!r} is not callable: {func!r}")
+        if timeout is not None and timeout <= 0:
+            raise ValueError("timeout must be a positive number of seconds")
         spec = HandlerSpec(
             key=_validate_key(key),
             func=func,
             is_async=inspect.iscoroutinefunction(func),
             takes_event=_takes_event(func),
+            background=background,
+            queue_override=queue,
+            retry=retry or DEFAULT_RETRY,
+            timeout=timeout,
         )
+        if background and any(s.task_name == spec.task_name for s in self):
+            raise ValueError(f"{spec.task_name} is already registered as a background handler")
         self._by_key.setdefault(spec.key, []).append(spec)
         return spec
+
+    def background(self) -> list[HandlerSpec]:
+        """Every background handler, in registration order."""
+        return [spec for spec in self if spec.background]
 
     def match(self, event: str, action: str | None) -> list[HandlerSpec]:
         """Handlers for a delivery, in dispatch order: event, event.action, then ``*``."""

@@ -123,6 +123,14 @@ def decode_body(body: bytes, content_type: str | None) -> dict[str, Any]:
     return payload
 
 
+def _lowercase_lookup(headers: Mapping[str, str]) -> Mapping[str, str]:
+    """A mapping answering lower-case names. Case-insensitive header types (Starlette's,
+    httpx's: any non-dict Mapping here) already do; a plain dict is lowered once."""
+    if isinstance(headers, dict):
+        return {k.lower(): v for k, v in headers.items()}
+    return headers
+
+
 def _int_or_none(value: Any) -> int | None:
     try:
         return int(value) if value is not None and value != "" else None
@@ -147,6 +155,8 @@ class Delivery:
     target_type: str | None = None
     target_id: int | None = None
     received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: Size of the body as received (0 when unknown); large ones are compressed on the broker.
+    body_size: int = 0
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -162,14 +172,18 @@ class Delivery:
 
 
 def parse_delivery(
-    headers: Mapping[str, str], payload: dict[str, Any], *, require_delivery_id: bool = False
+    headers: Mapping[str, str],
+    payload: dict[str, Any],
+    *,
+    require_delivery_id: bool = False,
+    body_size: int = 0,
 ) -> Delivery:
     """Build a Delivery from GitHub's headers (any case) and the decoded payload."""
-    lowered = {k.lower(): v for k, v in headers.items()}
-    event = (lowered.get("x-github-event") or "").strip()
+    headers = _lowercase_lookup(headers)
+    event = (headers.get("x-github-event") or "").strip()
     if not event:
         raise MissingHeader("Missing X-GitHub-Event header")
-    delivery_id = (lowered.get("x-github-delivery") or "").strip()
+    delivery_id = (headers.get("x-github-delivery") or "").strip()
     if not delivery_id:
         if require_delivery_id:
             raise MissingHeader("Missing X-GitHub-Delivery header")
@@ -187,9 +201,10 @@ def parse_delivery(
         payload=payload,
         action=action if isinstance(action, str) and action else None,
         installation_id=installation_id,
-        hook_id=_int_or_none(lowered.get("x-github-hook-id")),
-        target_type=lowered.get("x-github-hook-installation-target-type"),
-        target_id=_int_or_none(lowered.get("x-github-hook-installation-target-id")),
+        hook_id=_int_or_none(headers.get("x-github-hook-id")),
+        target_type=headers.get("x-github-hook-installation-target-type"),
+        target_id=_int_or_none(headers.get("x-github-hook-installation-target-id")),
+        body_size=body_size,
     )
 
 

@@ -1,0 +1,160 @@
+"""The Celery app of a GitHubApp: configuration, the embedded SQLite broker, queues and routes.
+
+Configuration comes from ``celeryconfig.py`` (or ``GITHUBAPP_CELERY_CONFIG_MODULE``) when it
+can be imported, then ``CELERY_BROKER_URL``; whatever is still unset gets the defaults below.
+With no broker configured at all, messages go through kombu's SQLAlchemy transport on a SQLite
+file in ``GITHUBAPP_DATA_DIR``: nothing to install, good for a laptop and for tests.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from celery import Celery
+from kombu.entity import Queue
+
+from ..routing import DEFAULT_QUEUE, HandlerRegistry
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
+__all__ = [
+    "EMBEDDED_POLLING_INTERVAL",
+    "RELIABILITY_DEFAULTS",
+    "embedded_broker_url",
+    "is_sqlite_broker",
+    "make_celery",
+    "prepare_sqlite_broker",
+    "sqlite_broker_path",
+]
+
+LOG = logging.getLogger("ghapp_celery.tasks")
+
+#: Seconds between polls of an idle embedded broker; a busy one does not sleep.
+EMBEDDED_POLLING_INTERVAL = 0.1
+
+#: Applied when neither celeryconfig nor the app set them (DESIGN section 4).
+RELIABILITY_DEFAULTS: dict[str, Any] = {
+    "task_acks_late": True,
+    "task_reject_on_worker_lost": True,
+    "worker_prefetch_multiplier": 1,
+    "task_ignore_result": True,
+    "task_serializer": "json",
+    "accept_content": ["json"],
+    "event_serializer": "json",
+    "broker_connection_retry_on_startup": True,
+    "worker_send_task_events": True,
+    "task_send_sent_event": True,
+    "task_default_queue": DEFAULT_QUEUE,
+    "worker_hijack_root_logger": False,
+}
+
+
+def embedded_broker_url(data_dir: Path) -> str:
+    return f"sqla+sqlite:///{(data_dir / 'broker.sqlite').resolve()}"
+
+
+def is_sqlite_broker(url: str | None) -> bool:
+    return bool(url) and str(url).startswith("sqla+sqlite:")
+
+
+def sqlite_broker_path(url: str) -> Path:
+    return Path(url.removeprefix("sqla+sqlite:///"))
+
+
+def prepare_sqlite_broker(url: str, polling_interval: float = EMBEDDED_POLLING_INTERVAL) -> None:
+    """Ready a SQLite file for use as a broker by several processes at once.
+
+    WAL lets the web process publish while workers poll (the mode is stored in the file, so
+    setting it once covers every later connection). kombu passes every broker transport option
+    to ``create_engine``, so the polling interval cannot go there: it is set on the transport
+    class instead (measured: a ``polling_interval`` option breaks the worker).
+    """
+    from kombu.transport import sqlalchemy as kombu_sqlalchemy
+
+    path = sqlite_broker_path(url)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path, timeout=30) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
+    kombu_sqlalchemy.Transport.polling_interval = polling_interval
+
+
+def _load_config_module(celery: Celery, name: str) -> None:
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:  # the module exists but one of its imports is missing
+            raise
+        LOG.debug("No %s module; using ghapp_celery's Celery defaults", name)
+        return
+    celery.config_from_object(module)
+
+
+def _registry_router(registry: HandlerRegistry) -> Callable[..., dict[str, str] | None]:
+    """A Celery task router sending each handler's task to that handler's queue."""
+
+    def route(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **kw: Any) -> Any:
+        for spec in registry.background():
+            if spec.task_name == name:
+                return {"queue": spec.queue}
+        return None
+
+    return route
+
+
+def declare_queues(celery: Celery, registry: HandlerRegistry) -> None:
+    """Declare github.default plus every handler's queue, so a worker without -Q takes all.
+
+    Called as handlers register, which happens when the app module is imported: before a
+    worker builds its consumers from ``task_queues``.
+    """
+    names = [DEFAULT_QUEUE, *dict.fromkeys(spec.queue for spec in registry.background())]
+    celery.conf.task_queues = [
+        Queue(name, routing_key=name)  # type: ignore[no-untyped-call]
+        for name in names
+    ]
+
+
+def make_celery(
+    registry: HandlerRegistry, settings: Settings, *, main: str = "ghapp_celery"
+) -> Celery:
+    """Build the Celery app for a GitHubApp's handlers."""
+    celery = Celery(main, set_as_current=False)
+    _load_config_module(celery, settings.celery_config_module)
+    for key, value in RELIABILITY_DEFAULTS.items():
+        if key not in celery.conf.changes:
+            celery.conf[key] = value
+
+    broker = os.environ.get("CELERY_BROKER_URL") or celery.conf.broker_url
+    if not broker:
+        broker = embedded_broker_url(settings.data_dir)
+    celery.conf.broker_url = broker
+    if is_sqlite_broker(broker):
+        prepare_sqlite_broker(broker)
+        # Only create_engine() arguments may go here (see prepare_sqlite_broker); a busy
+        # timeout lets several processes write the file without "database is locked".
+        celery.conf.broker_transport_options = {"connect_args": {"timeout": 30}}
+
+    user_routes = celery.conf.task_routes
+    routes: list[Any] = (
+        list(user_routes)
+        if isinstance(user_routes, (list, tuple))
+        else ([user_routes] if user_routes else [])
+    )
+    # The user's routes (celeryconfig task_routes) come first, so they can move any handler.
+    celery.conf.task_routes = [*routes, _registry_router(registry)]
+    declare_queues(celery, registry)
+    return celery
+
+
+def queue_of(celery: Celery, task_name: str) -> str:
+    """The queue Celery's routers pick for ``task_name`` (user routes first, then ours)."""
+    route = celery.amqp.router.route({}, task_name, (), {})
+    queue = route.get("queue")
+    return str(getattr(queue, "name", queue) or DEFAULT_QUEUE)

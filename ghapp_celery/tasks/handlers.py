@@ -1,0 +1,201 @@
+"""One Celery task per background handler, and what a run does in the worker.
+
+A message carries the run id (also the Celery task id), and the delivery: id, event, action,
+installation id, hook ids and payload. Never a token: the worker mints its own.
+
+In the worker, a run first *claims* itself in the store (an atomic update), so a message that
+arrives twice (Redis redelivery after a crash, a sweeper republish) runs the handler once.
+Then it runs the handler (coroutines on the process's event loop), and records the outcome:
+succeeded; retrying (transient error, with Celery's exponential backoff; or a GitHub rate
+limit, with a countdown to the reset, counted apart); failed (permanent); dead (retries used up).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
+
+from celery import Celery, Task
+from celery.utils.time import get_exponential_backoff_interval
+
+from ..context import Event, delivery_context
+from ..exceptions import GitHubRateLimitError
+from ..policy import Outcome, classify
+from ..routing import HandlerSpec
+from ..webhooks import Delivery
+from .loop import run_handler
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..store import DeliveryStore
+
+__all__ = [
+    "delivery_from_message",
+    "delivery_message",
+    "error_summary",
+    "register_handler_task",
+]
+
+LOG = logging.getLogger("ghapp_celery.tasks")
+
+_MAX_ERROR_CHARS = 2000
+
+
+class AppServices(Protocol):
+    """What a handler task needs from the GitHubApp (kept narrow to avoid an import cycle)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def store(self) -> DeliveryStore: ...
+
+
+def delivery_message(delivery: Delivery) -> dict[str, Any]:
+    """The JSON-able form of a delivery put into a task message."""
+    return {
+        "id": delivery.id,
+        "event": delivery.event,
+        "action": delivery.action,
+        "installation_id": delivery.installation_id,
+        "hook_id": delivery.hook_id,
+        "target_type": delivery.target_type,
+        "target_id": delivery.target_id,
+        "payload": delivery.payload,
+    }
+
+
+def delivery_from_message(message: dict[str, Any]) -> Delivery:
+    return Delivery(
+        id=str(message["id"]),
+        event=str(message["event"]),
+        payload=dict(message["payload"]),
+        action=message.get("action"),
+        installation_id=message.get("installation_id"),
+        hook_id=message.get("hook_id"),
+        target_type=message.get("target_type"),
+        target_id=message.get("target_id"),
+    )
+
+
+def error_summary(exc: BaseException) -> str:
+    """``Type: message``, bounded, for the run's ``last_error`` (the store is not public)."""
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 1] + "…"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def register_handler_task(celery: Celery, services: AppServices, spec: HandlerSpec) -> Task:
+    """Register ``spec``'s Celery task on ``celery`` and return it."""
+    policy = spec.retry
+
+    @celery.task(  # type: ignore[untyped-decorator]
+        name=spec.task_name,
+        bind=True,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        ignore_result=True,
+        **policy.celery_options(),
+    )
+    def run(
+        self: Task, run_id: str, delivery: dict[str, Any], rate_limited: int = 0
+    ) -> dict[str, Any]:
+        settings = services.settings
+        store = services.store
+        timeout = spec.timeout or settings.handler_timeout
+        claimed = store.claim(run_id, lease_seconds=timeout + settings.lease_margin)
+        if claimed is None:
+            # Already done, or running in a live worker: this message is a duplicate.
+            LOG.info("Run %s of %s is not claimable; skipping duplicate", run_id, spec.task_name)
+            return {"run": run_id, "skipped": True}
+        parsed = delivery_from_message(delivery)
+        args = (Event(parsed),) if spec.takes_event else ()
+        started = time.monotonic()
+        try:
+            with delivery_context(parsed):
+                run_handler(spec.func, *args, timeout=timeout)
+        except Exception as exc:
+            _after_failure(self, store, spec, run_id, delivery, rate_limited, exc)
+            raise
+        store.mark_succeeded(run_id)
+        LOG.info(
+            "Run %s (%s, delivery %s) succeeded in %.1f ms",
+            run_id,
+            spec.task_name,
+            parsed.id,
+            (time.monotonic() - started) * 1000,
+        )
+        return {"run": run_id, "state": "succeeded"}
+
+    return run
+
+
+def _after_failure(
+    task: Task,
+    store: DeliveryStore,
+    spec: HandlerSpec,
+    run_id: str,
+    delivery: dict[str, Any],
+    rate_limited: int,
+    exc: Exception,
+) -> None:
+    """Record the failure and, when the policy allows, raise Celery's Retry for another try."""
+    policy = spec.retry
+    outcome = classify(exc, policy)
+    retries = int(task.request.retries or 0)
+    error_retries = retries - rate_limited
+    summary = error_summary(exc)
+
+    if outcome is Outcome.RATE_LIMITED and rate_limited < policy.max_rate_limit_retries:
+        assert isinstance(exc, GitHubRateLimitError)
+        wait = exc.retry_after if exc.retry_after is not None else 60.0
+        countdown = max(1.0, min(float(wait), policy.max_rate_limit_wait))
+        store.mark_retrying(run_id, summary, retry_at=_now() + timedelta(seconds=countdown))
+        LOG.warning("Run %s rate limited; retrying in %.0f s", run_id, countdown)
+        # A rate-limit wait must not use up the error retries: allow exactly one more retry
+        # than Celery has counted, and carry our own count in the message.
+        raise task.retry(
+            exc=exc,
+            countdown=countdown,
+            max_retries=retries + 1,
+            args=(run_id,),
+            kwargs={"delivery": delivery, "rate_limited": rate_limited + 1},
+        )
+
+    if outcome is Outcome.RETRY and error_retries < policy.max_retries:
+        countdown = get_exponential_backoff_interval(
+            factor=int(policy.retry_backoff),
+            retries=error_retries,
+            maximum=policy.retry_backoff_max,
+            full_jitter=policy.retry_jitter,
+        )
+        store.mark_retrying(run_id, summary, retry_at=_now() + timedelta(seconds=countdown))
+        LOG.warning(
+            "Run %s failed (%s); retry %d/%d in %s s",
+            run_id,
+            type(exc).__name__,
+            error_retries + 1,
+            policy.max_retries,
+            countdown,
+        )
+        raise task.retry(
+            exc=exc,
+            countdown=countdown,
+            # Celery counts every retry; offset its bound by the rate-limit waits so only
+            # error retries count against max_retries.
+            max_retries=policy.max_retries + rate_limited,
+            args=(run_id,),
+            kwargs={"delivery": delivery, "rate_limited": rate_limited},
+        )
+
+    if outcome is Outcome.FAIL:
+        store.mark_failed(run_id, summary)
+        LOG.error("Run %s failed permanently: %s", run_id, summary, exc_info=exc)
+    else:
+        store.mark_dead(run_id, summary)
+        LOG.error("Run %s is dead after %d retries: %s", run_id, retries, summary, exc_info=exc)

@@ -1,0 +1,104 @@
+"""Record a delivery's background runs in the store, then publish one message per run.
+
+The order is the point: the store commits first, so a run that was recorded but never
+published (the broker was down, the process died between the two steps) is still known, and
+the sweeper publishes it later. A message is only ever a copy of what the store holds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from celery import Celery
+
+from ..routing import HandlerSpec
+from ..webhooks import Delivery
+from .celery_app import queue_of
+from .handlers import delivery_message
+
+if TYPE_CHECKING:
+    from ..store import DeliveryStore, RunRecord
+
+__all__ = ["COMPRESS_OVER_BYTES", "CeleryScheduler"]
+
+LOG = logging.getLogger("ghapp_celery.tasks")
+
+#: Messages whose payload is larger than this are zlib-compressed by kombu.
+COMPRESS_OVER_BYTES = 64 * 1024
+
+
+class CeleryScheduler:
+    """Turns a delivery's background handlers into recorded runs and Celery messages."""
+
+    def __init__(self, celery: Celery, store: DeliveryStore) -> None:
+        self.celery = celery
+        self.store = store
+        self._queues: dict[str, str] = {}
+
+    def queue(self, task_name: str) -> str:
+        if task_name not in self._queues:
+            self._queues[task_name] = queue_of(self.celery, task_name)
+        return self._queues[task_name]
+
+    def record(self, delivery: Delivery, specs: Sequence[HandlerSpec]) -> list[RunRecord]:
+        """Commit the delivery and its runs; returns the runs that must be published.
+
+        Raises the store's StoreUnavailable when the database cannot commit: the intake then
+        answers 503 so GitHub marks the delivery failed and it can be redelivered.
+        """
+        from ..store import RunPlan
+
+        plans = [
+            RunPlan(handler=s.task_name, task_name=s.task_name, queue=self.queue(s.task_name))
+            for s in specs
+        ]
+        return self.store.record(delivery, plans)
+
+    def publish(self, runs: Sequence[RunRecord], delivery: Delivery) -> list[str]:
+        """Send one message per run; returns the ids published. Never raises for the broker:
+        whatever could not be sent stays ``received`` in the store for the sweeper."""
+        if not runs:
+            return []
+        message = delivery_message(delivery)
+        options: dict[str, Any] = {}
+        if delivery.body_size > COMPRESS_OVER_BYTES or (
+            delivery.body_size == 0 and len(json.dumps(delivery.payload)) > COMPRESS_OVER_BYTES
+        ):
+            options["compression"] = "zlib"
+        published: list[str] = []
+        for run in runs:
+            try:
+                self.celery.send_task(
+                    run.task_name,
+                    args=(run.id,),
+                    kwargs={"delivery": message},
+                    task_id=run.id,
+                    queue=run.queue,
+                    **options,
+                )
+            except Exception:
+                LOG.warning(
+                    "Could not publish run %s of delivery %s; the sweeper will retry",
+                    run.id,
+                    delivery.id,
+                    exc_info=True,
+                )
+                break
+            published.append(run.id)
+        if published:
+            try:
+                self.store.mark_queued(published)
+            except Exception:
+                # The messages are out; a run left 'received' is republished by the sweeper
+                # and the duplicate message is skipped by the claim in the worker.
+                LOG.warning("Could not mark runs %s queued", published, exc_info=True)
+        return published
+
+    def record_and_publish(
+        self, delivery: Delivery, specs: Sequence[HandlerSpec]
+    ) -> tuple[list[RunRecord], list[str]]:
+        runs = self.record(delivery, specs)
+        return runs, self.publish(runs, delivery)

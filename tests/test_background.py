@@ -1,0 +1,254 @@
+"""Background handlers end to end: uvicorn -> store -> broker -> a real worker -> store.
+
+Every test posts real, signed deliveries over HTTP and watches the run in the store, which is
+where a user (and the status API) sees it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ghapp_celery import GitHubApp
+from ghapp_celery.store import DeliveryRecord, RunRecord
+from ghapp_celery.testing import serve
+from ghapp_celery.webhooks import signed_request
+from tests._workers import CeleryWorker, sqlite_broker_url
+from tests.payloads import load_payload
+
+SECRET = "background-secret"
+QUEUES = "github.issues,github.default,github.bulk"
+FINAL = {"succeeded", "failed", "dead"}
+
+
+def environment(tmp: Path, broker: str) -> dict[str, str]:
+    return {
+        "GITHUBAPP_DATA_DIR": str(tmp / "data"),
+        "GITHUBAPP_WEBHOOK_SECRET": SECRET,
+        "CELERY_BROKER_URL": broker,
+        "GHAPP_TEST_STATE_DIR": str(tmp / "state"),
+        "GITHUBAPP_LEASE_MARGIN": "1",
+        "GITHUBAPP_SWEEP_UNPUBLISHED_AFTER": "0",
+        "GITHUBAPP_VISIBILITY_TIMEOUT": "3",
+    }
+
+
+def make_app(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> GitHubApp:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    from tests import bgapp
+
+    return bgapp.build()
+
+
+def issue(action: str, delivery_id: str | None = None) -> tuple[bytes, dict[str, str], str]:
+    payload = load_payload("issues/opened.json")
+    payload["action"] = action
+    payload["installation"] = {"id": 77}
+    delivery_id = delivery_id or str(uuid.uuid4())
+    body, headers = signed_request("issues", payload, secret=SECRET, delivery_id=delivery_id)
+    return body, headers, delivery_id
+
+
+def post(url: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    return httpx.post(f"{url}/webhooks/github/", content=body, headers=headers, timeout=30)
+
+
+def wait_for(
+    app: GitHubApp, delivery_id: str, states: set[str] = FINAL, timeout: float = 60.0
+) -> DeliveryRecord:
+    deadline = time.monotonic() + timeout
+    record: DeliveryRecord | None = None
+    while time.monotonic() < deadline:
+        record = app.store.get_delivery(delivery_id, with_payload=False)
+        if record and record.runs and all(r.state.value in states for r in record.runs):
+            return record
+        time.sleep(0.1)
+    raise AssertionError(f"delivery {delivery_id} did not reach {states}: {record}")
+
+
+def only_run(record: DeliveryRecord) -> RunRecord:
+    assert len(record.runs) == 1, record.runs
+    return record.runs[0]
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, str], Any]]:
+    """One threads-pool worker on an embedded SQLite broker, shared by the tests below."""
+    tmp = tmp_path_factory.mktemp("bg")
+    env = environment(tmp, sqlite_broker_url(tmp / "broker.sqlite"))
+    with CeleryWorker(
+        "tests.bgapp:celery",
+        env["CELERY_BROKER_URL"],
+        tmp / "workers",
+        pool="threads",
+        concurrency=8,
+        queue=QUEUES,
+        env=env,
+    ) as worker:
+        yield env, worker
+
+
+@pytest.fixture
+def app_url(
+    running: tuple[dict[str, str], Any], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[GitHubApp, str]]:
+    env, _ = running
+    app = make_app(monkeypatch, env)
+    with serve(app.web) as url:  # type: ignore[attr-defined]
+        yield app, url
+
+
+def test_background_run_is_queued_then_succeeds(app_url: tuple[GitHubApp, str]) -> None:
+    app, url = app_url
+    body, headers, delivery_id = issue("opened")
+    response = post(url, body, headers)
+    assert response.status_code == 202
+    answer = response.json()
+    assert answer["status"] == "QUEUED" and answer["delivery"] == delivery_id
+    assert [(r["queue"], r["state"]) for r in answer["runs"]] == [("github.issues", "queued")]
+    assert answer["runs"][0]["handler"] == "github.issues.opened:tests.bgapp.opened"
+    run = only_run(wait_for(app, delivery_id))
+    assert run.state.value == "succeeded" and run.attempts == 1
+    assert run.duration_ms is not None and run.duration_ms >= 0
+    state = Path(app.settings.data_dir).parent / "state" / f"opened-{delivery_id}"
+    assert state.read_text() == "1"
+
+
+def test_old_style_sync_handler_reads_payload_in_the_worker(
+    app_url: tuple[GitHubApp, str],
+) -> None:
+    app, url = app_url
+    body, headers, delivery_id = issue("edited")
+    assert post(url, body, headers).status_code == 202
+    assert only_run(wait_for(app, delivery_id)).state.value == "succeeded"
+    assert (Path(app.settings.data_dir).parent / "state" / "edited").read_text() == "1"
+
+
+def test_transient_errors_retry_with_backoff_then_succeed(app_url: tuple[GitHubApp, str]) -> None:
+    app, url = app_url
+    body, headers, delivery_id = issue("labeled")
+    post(url, body, headers)
+    run = only_run(wait_for(app, delivery_id))
+    assert (run.state.value, run.attempts) == ("succeeded", 3)
+
+
+def test_client_errors_fail_without_retry_and_replay_runs_them_again(
+    app_url: tuple[GitHubApp, str],
+) -> None:
+    app, url = app_url
+    body, headers, delivery_id = issue("unlabeled")
+    post(url, body, headers)
+    run = only_run(wait_for(app, delivery_id))
+    assert (run.state.value, run.attempts) == ("failed", 1)
+    assert run.last_error is not None and "422" in run.last_error
+    replayed = app.replay(delivery_id)
+    assert [r.id for r in replayed] == [run.id]
+    time.sleep(0.3)
+    again = only_run(wait_for(app, delivery_id))
+    assert (again.state.value, again.attempts) == ("failed", 2)
+
+
+def test_exhausted_retries_make_the_run_dead_and_a_redelivery_reruns_it(
+    app_url: tuple[GitHubApp, str],
+) -> None:
+    app, url = app_url
+    body, headers, delivery_id = issue("closed")
+    post(url, body, headers)
+    run = only_run(wait_for(app, delivery_id))
+    assert (run.state.value, run.attempts) == ("dead", 3)  # first try + max_retries=2
+    # GitHub's redelivery keeps X-GitHub-Delivery: dead runs run again.
+    response = post(url, body, headers)
+    assert response.status_code == 202 and response.json()["runs"][0]["id"] == run.id
+    time.sleep(0.3)
+    assert only_run(wait_for(app, delivery_id)).attempts == 6
+
+
+def test_redelivery_of_a_succeeded_delivery_runs_nothing(app_url: tuple[GitHubApp, str]) -> None:
+    app, url = app_url
+    body, headers, delivery_id = issue("opened")
+    post(url, body, headers)
+    wait_for(app, delivery_id)
+    response = post(url, body, headers)
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "DUPLICATE",
+        "delivery": delivery_id,
+        "runs": [],
+        "calls": {},
+    }
+    record = app.store.get_delivery(delivery_id, with_payload=False)
+    assert record is not None and record.redeliveries == 1
+    assert only_run(record).attempts == 1
+
+
+def test_rate_limit_waits_do_not_use_up_retries(app_url: tuple[GitHubApp, str]) -> None:
+    app, url = app_url
+    body, headers, delivery_id = issue("reopened")  # max_retries=0, rate limited once
+    post(url, body, headers)
+    run = only_run(wait_for(app, delivery_id))
+    assert (run.state.value, run.attempts) == ("succeeded", 2)
+
+
+def test_handler_timeout_on_the_threads_pool(app_url: tuple[GitHubApp, str]) -> None:
+    app, url = app_url
+    body, headers, delivery_id = issue("locked")  # sleeps 30 s, timeout 0.5 s, no retries
+    started = time.monotonic()
+    post(url, body, headers)
+    run = only_run(wait_for(app, delivery_id))
+    assert run.state.value == "dead"
+    assert run.last_error is not None and run.last_error.startswith("HandlerTimeout")
+    assert time.monotonic() - started < 20  # far less than the handler's 30 s sleep
+
+
+def test_handler_queue_override(app_url: tuple[GitHubApp, str]) -> None:
+    app, url = app_url
+    payload = load_payload("push/default.with-installation.json")
+    body, headers = signed_request("push", payload, secret=SECRET)
+    response = post(url, body, headers)
+    assert response.json()["runs"][0]["queue"] == "github.bulk"
+    run = only_run(wait_for(app, headers["X-GitHub-Delivery"]))
+    assert (run.queue, run.state.value) == ("github.bulk", "succeeded")
+
+
+def test_store_outage_answers_503_and_publishes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = environment(tmp_path, sqlite_broker_url(tmp_path / "broker.sqlite"))
+    (tmp_path / "not-a-dir").write_text("a file where the store's directory should be")
+    env["GITHUBAPP_DATABASE_URL"] = f"sqlite:///{tmp_path / 'not-a-dir' / 'store.sqlite'}"
+    app = make_app(monkeypatch, env)
+    with serve(app.web) as url:  # type: ignore[attr-defined]
+        body, headers, _ = issue("opened")
+        response = post(url, body, headers)
+    assert response.status_code == 503
+    assert response.json()["error"] == "store_unavailable"
+    assert "not-a-dir" not in response.text
+
+
+def test_publish_failure_still_answers_202_and_the_sweeper_publishes_later(
+    running: tuple[dict[str, str], Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env, _ = running
+    broken = make_app(monkeypatch, {**env, "CELERY_BROKER_URL": "redis://127.0.0.1:1/0"})
+    broken.celery.conf.broker_connection_max_retries = 0
+    broken.celery.conf.broker_transport_options = {"max_retries": 0}
+    with serve(broken.web) as url:  # type: ignore[attr-defined]
+        body, headers, delivery_id = issue("opened")
+        response = post(url, body, headers)
+    assert response.status_code == 202
+    assert [r["state"] for r in response.json()["runs"]] == ["received"]
+    time.sleep(0.2)
+    assert only_run(broken.store.get_delivery(delivery_id, with_payload=False)).state.value == (
+        "received"
+    )
+    working = make_app(monkeypatch, env)  # same store, the worker's broker
+    report = working.sweep()
+    assert report.republished
+    assert only_run(wait_for(working, delivery_id)).state.value == "succeeded"
