@@ -93,7 +93,7 @@ def build() -> GitHubApp:
         always_502
     )
     app.on("issues.reopened", background=True, retry=RetryPolicy(max_retries=0))(rate_limited)
-    app.on("issues.assigned", background=True, timeout=30)(slow_once)
+    app.on("issues.assigned", background=True)(slow_once)  # GITHUBAPP_HANDLER_TIMEOUT
     app.on("issues.locked", background=True, timeout=0.5, retry=RetryPolicy(max_retries=0))(
         too_slow
     )
