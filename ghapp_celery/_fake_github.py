@@ -1,0 +1,418 @@
+"""FakeGitHub: a real ASGI app that answers like GitHub's App endpoints, for tests over loopback.
+
+It checks what GitHub checks (the app JWT's RS256 signature and time claims on a ``FakeClock``,
+installation tokens and their expiry, the API version header), answers with GitHub's shapes and
+``x-ratelimit-*`` headers, keeps a budget per credential, and lets a test switch faults on:
+``fail_next``, ``exhaust_primary_limit``, ``secondary_limit`` and ``latency``.
+
+Served with ``with fake.serve() as url:`` (uvicorn on 127.0.0.1) or, for GitHub Enterprise
+Server's layout, ``with fake.serve(prefix="/api/v3") as url:``. The state lives on one object
+shared by the server thread and the test, behind one lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import secrets
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+
+from ghapp_celery._fake_github_parts import (
+    API_VERSIONS,
+    JWT_DECODE_ERROR,
+    PERMISSION_LEVELS,
+    RATE_DOCS,
+    RATE_WINDOW,
+    SECONDARY_MESSAGE,
+    TOKEN_ALPHABET,
+    AuthKind,
+    Bucket,
+    Credential,
+    FakeClock,
+    Fault,
+    Handler,
+    IssuedToken,
+    RecordedRequest,
+    Reply,
+    app_json,
+    check_app_jwt,
+    error_reply,
+    installation_json,
+    int_param,
+    iso,
+    make_private_key,
+    public_key_pem,
+    request_id,
+)
+from ghapp_celery._server import serve
+
+__all__ = [
+    "Credential",
+    "FakeClock",
+    "FakeGitHub",
+    "IssuedToken",
+    "RecordedRequest",
+    "Reply",
+    "make_private_key",
+    "public_key_pem",
+]
+
+
+class FakeGitHub:
+    """GitHub's App endpoints on loopback; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        app_id: int = 12345,
+        private_key_pem: str | None = None,
+        clock: FakeClock | None = None,
+        installations: int = 3,
+        rate_limit: int = 5000,
+        token_ttl: int = 3600,
+        latency: float = 0.0,
+        client_id: str = "Iv23liFakeClientId",
+    ) -> None:
+        self.app_id = app_id
+        self.client_id = client_id
+        self.slug = "fake-app"
+        self.private_key_pem = private_key_pem or make_private_key()
+        self.public_key_pem = public_key_pem(self.private_key_pem)
+        self.clock = clock or FakeClock()
+        self.rate_limit = rate_limit
+        self.token_ttl = token_ttl
+        self.latency = latency
+        self.permissions = {"contents": "read", "issues": "write", "metadata": "read"}
+        self.events = ["issues", "issue_comment", "pull_request", "push"]
+        self.created = int(self.clock())
+        self.installation_ids = [40_000_001 + n for n in range(installations)]
+        self.requests: list[RecordedRequest] = []
+        self.token_requests: list[int] = []
+        self.tokens: dict[str, IssuedToken] = {}
+        self.base_url: str | None = None
+        self.root_url: str | None = None
+        self._lock = threading.Lock()
+        self._faults: list[Fault] = []
+        self._secondary: list[int | None] = []
+        self._exhausted_until: int | None = None
+        self._buckets: dict[str, Bucket] = {}
+        self.app = Starlette(
+            routes=[
+                self._route("/app", self._get_app, "jwt"),
+                self._route("/app/installations", self._list_installations, "jwt"),
+                self._route("/app/installations/{installation_id:int}", self._get_inst, "jwt"),
+                self._route(
+                    "/app/installations/{installation_id:int}/access_tokens",
+                    self._create_token,
+                    "jwt",
+                    ("POST",),
+                ),
+                self._route("/installation/repositories", self._repositories, "token"),
+                self._route("/installation/token", self._revoke, "token", ("DELETE",)),
+            ],
+            exception_handlers={HTTPException: self._http_exception},
+        )
+
+    # -- what a test drives ----------------------------------------------------------------------
+
+    @contextmanager
+    def serve(self, prefix: str = "") -> Iterator[str]:
+        """Serve on 127.0.0.1; yield the API base URL (the root URL plus ``prefix``)."""
+        prefix = prefix.rstrip("/")
+        app: Any = Starlette(routes=[Mount(prefix, app=self.app)]) if prefix else self.app
+        with serve(app) as root:
+            self.root_url, self.base_url = root, root + prefix
+            try:
+                yield self.base_url
+            finally:
+                self.root_url = self.base_url = None
+
+    def add_route(
+        self,
+        path: str,
+        handler: Handler,
+        *,
+        auth: AuthKind = "token",
+        methods: tuple[str, ...] = ("GET",),
+    ) -> None:
+        """Serve one more endpoint through the same checks (auth, faults, rate limits, log)."""
+        self.app.router.routes.append(self._route(path, handler, auth, methods))
+
+    def fail_next(
+        self,
+        status: int,
+        times: int = 1,
+        *,
+        path_prefix: str | None = None,
+        headers: dict[str, str] | None = None,
+        json: Any = None,
+    ) -> None:
+        """Answer the next ``times`` requests (under ``path_prefix``) with ``status``."""
+        body = json if json is not None else error_reply(status).body
+        with self._lock:
+            self._faults.append(Fault(status, times, path_prefix, dict(headers or {}), body))
+
+    def exhaust_primary_limit(self, reset_in: int = 60) -> None:
+        """Every authenticated call gets GitHub's primary-limit 403 until ``reset_in`` s pass."""
+        with self._lock:
+            self._exhausted_until = int(self.clock()) + reset_in
+
+    def secondary_limit(self, times: int = 1, retry_after: int | None = 60) -> None:
+        """The next ``times`` authenticated calls hit a secondary limit (403)."""
+        with self._lock:
+            self._secondary.extend([retry_after] * times)
+
+    def token_is_valid(self, token: str) -> bool:
+        with self._lock:
+            issued = self.tokens.get(token)
+        return issued is not None and not issued.revoked and self.clock() < issued.expires_at
+
+    def token_request_count(self, installation_id: int | None = None) -> int:
+        with self._lock:
+            ids = list(self.token_requests)
+        return len(ids) if installation_id is None else ids.count(installation_id)
+
+    # -- the pipeline every request goes through -------------------------------------------------
+
+    def _route(
+        self, path: str, handler: Handler, auth: AuthKind, methods: tuple[str, ...] = ("GET",)
+    ) -> Route:
+        async def endpoint(request: Request) -> Response:
+            return await self._handle(request, handler, auth)
+
+        return Route(path, endpoint, methods=list(methods))
+
+    async def _http_exception(self, request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        return self._respond(request, error_reply(status), self._peek("anonymous", 60))
+
+    async def _handle(self, request: Request, handler: Handler, auth: AuthKind) -> Response:
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        path = self._record(request, await request.body())
+        now = self.clock()
+        fault = self._take_fault(path)
+        if fault is not None:
+            reply = Reply(fault.status, fault.body, fault.headers)
+            return self._respond(request, reply, self._peek("anonymous", 60))
+        version = request.headers.get("x-github-api-version")
+        if version is not None and version not in API_VERSIONS:
+            reply = error_reply(400, f"The '{version}' API version is not supported.")
+            return self._respond(request, reply, self._peek("anonymous", 60))
+        if not request.headers.get("user-agent"):
+            reply = error_reply(
+                403,
+                "Request forbidden by administrative rules. Please make sure your "
+                "request has a User-Agent header.",
+            )
+            return self._respond(request, reply, self._peek("anonymous", 60))
+        credential = Credential("none", "anonymous")
+        if auth != "none":
+            found = self._authenticate(request, auth, now)
+            if isinstance(found, Reply):
+                return self._respond(request, found, self._peek("anonymous", 60))
+            credential = found
+        limit = 60 if credential.key == "anonymous" else self.rate_limit
+        with self._lock:
+            bucket = self._bucket(credential.key, limit, now)
+            exhausted = self._exhausted_until is not None and now < self._exhausted_until
+            limited = exhausted or bucket.used >= bucket.limit
+            secondary = not limited and bool(self._secondary)
+            retry_after = self._secondary.pop(0) if secondary else None
+            if not limited and not secondary:
+                bucket.used += 1
+        if limited:
+            return self._respond(request, self._primary_reply(request, credential), bucket)
+        if secondary:
+            return self._respond(request, self._secondary_reply(retry_after), bucket)
+        return self._respond(request, await handler(request, credential), bucket)
+
+    def _record(self, request: Request, body: bytes) -> str:
+        root = request.scope.get("root_path", "")
+        path = request.url.path
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        if "authorization" in headers:
+            headers["authorization"] = headers["authorization"].split(" ", 1)[0] + " <redacted>"
+        entry = RecordedRequest(request.method, path, request.url.query, headers, body)
+        with self._lock:
+            self.requests.append(entry)
+        return path
+
+    def _take_fault(self, path: str) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.path_prefix is None or path.startswith(fault.path_prefix):
+                    fault.times -= 1
+                    if fault.times <= 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+    def _authenticate(self, request: Request, auth: AuthKind, now: float) -> Credential | Reply:
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        value = value.strip()
+        if not value:
+            return error_reply(401, "Requires authentication")
+        if auth == "jwt":
+            if scheme.lower() != "bearer":
+                return error_reply(401, JWT_DECODE_ERROR)
+            problem = check_app_jwt(
+                value, self.public_key_pem, now, (str(self.app_id), self.client_id)
+            )
+            return error_reply(401, problem) if problem else Credential("jwt", "app")
+        if scheme.lower() not in ("token", "bearer"):
+            return error_reply(401)
+        with self._lock:
+            issued = self.tokens.get(value)
+        if issued is None or issued.revoked or now >= issued.expires_at:
+            return error_reply(401)
+        return Credential("token", value, issued.installation_id)
+
+    def _bucket(self, key: str, limit: int, now: float) -> Bucket:
+        bucket = self._buckets.get(key)
+        if bucket is None or now >= bucket.reset:
+            bucket = self._buckets[key] = Bucket(limit, int(now) + RATE_WINDOW)
+        return bucket
+
+    def _peek(self, key: str, limit: int) -> Bucket:
+        with self._lock:
+            return self._bucket(key, limit, self.clock())
+
+    def _primary_reply(self, request: Request, credential: Credential) -> Reply:
+        installation = credential.installation_id or request.path_params.get("installation_id")
+        who = f"installation ID {installation}" if installation else f"app ID {self.app_id}"
+        return error_reply(403, f"API rate limit exceeded for {who}.", RATE_DOCS)
+
+    def _secondary_reply(self, retry_after: int | None) -> Reply:
+        reply = error_reply(403, SECONDARY_MESSAGE.format(request_id=request_id()), RATE_DOCS)
+        if retry_after is not None:
+            reply.headers["retry-after"] = str(retry_after)
+        return reply
+
+    def _respond(self, request: Request, reply: Reply, bucket: Bucket) -> Response:
+        now = self.clock()
+        with self._lock:
+            exhausted = self._exhausted_until is not None and now < self._exhausted_until
+            remaining = 0 if exhausted else max(0, bucket.limit - bucket.used)
+            reset = self._exhausted_until if exhausted and self._exhausted_until else bucket.reset
+        headers = {
+            "x-ratelimit-limit": str(bucket.limit),
+            "x-ratelimit-remaining": str(remaining),
+            "x-ratelimit-used": str(bucket.limit - remaining),
+            "x-ratelimit-reset": str(reset),
+            "x-ratelimit-resource": "core",
+            "x-github-media-type": "github.v3; format=json",
+            "x-github-api-version-selected": request.headers.get(
+                "x-github-api-version", "2022-11-28"
+            ),
+            "x-github-request-id": request_id(),
+        }
+        headers.update(reply.headers)
+        if reply.status == 204 or reply.body is None:
+            return Response(status_code=reply.status, headers=headers)
+        content = json.dumps(reply.body)
+        return Response(content, reply.status, headers, "application/json; charset=utf-8")
+
+    # -- endpoints --------------------------------------------------------------------------------
+
+    def _installation(self, installation_id: int) -> dict[str, Any]:
+        return installation_json(
+            installation_id=installation_id,
+            n=self.installation_ids.index(installation_id) + 1,
+            app_id=self.app_id,
+            slug=self.slug,
+            created=self.created,
+            permissions=self.permissions,
+            events=self.events,
+        )
+
+    async def _get_app(self, request: Request, credential: Credential) -> Reply:
+        body = app_json(
+            app_id=self.app_id,
+            client_id=self.client_id,
+            slug=self.slug,
+            created=self.created,
+            permissions=self.permissions,
+            events=self.events,
+            installations_count=len(self.installation_ids),
+        )
+        return Reply(200, body)
+
+    async def _list_installations(self, request: Request, credential: Credential) -> Reply:
+        per_page = min(100, max(1, int_param(request, "per_page", 30)))
+        page = max(1, int_param(request, "page", 1))
+        ids = self.installation_ids[(page - 1) * per_page : page * per_page]
+        reply = Reply(200, [self._installation(i) for i in ids])
+        last = max(1, math.ceil(len(self.installation_ids) / per_page))
+        links = []
+        if page < last:
+            links += [(page + 1, "next"), (last, "last")]
+        if page > 1:
+            links += [(1, "first"), (page - 1, "prev")]
+        if links:
+            reply.headers["link"] = ", ".join(
+                f'<{request.url.include_query_params(per_page=per_page, page=p)}>; rel="{rel}"'
+                for p, rel in links
+            )
+        return reply
+
+    async def _get_inst(self, request: Request, credential: Credential) -> Reply:
+        installation_id = int(request.path_params["installation_id"])
+        if installation_id not in self.installation_ids:
+            return error_reply(404)
+        return Reply(200, self._installation(installation_id))
+
+    async def _create_token(self, request: Request, credential: Credential) -> Reply:
+        installation_id = int(request.path_params["installation_id"])
+        with self._lock:
+            self.token_requests.append(installation_id)
+        if installation_id not in self.installation_ids:
+            return error_reply(404)
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            return error_reply(400, "Problems parsing JSON")
+        if not isinstance(body, dict):
+            return error_reply(400, "Body should be a JSON object")
+        permissions = body.get("permissions") or dict(self.permissions)
+        if not isinstance(permissions, dict) or any(
+            name not in self.permissions or level not in PERMISSION_LEVELS
+            for name, level in permissions.items()
+        ):
+            return error_reply(
+                422, "The permissions requested are not granted to this installation."
+            )
+        token = "ghs_" + "".join(secrets.choice(TOKEN_ALPHABET) for _ in range(36))
+        expires = int(self.clock()) + self.token_ttl
+        with self._lock:
+            self.tokens[token] = IssuedToken(token, installation_id, expires)
+        return Reply(
+            201,
+            {
+                "token": token,
+                "expires_at": iso(expires),
+                "permissions": permissions,
+                "repository_selection": "all",
+            },
+        )
+
+    async def _repositories(self, request: Request, credential: Credential) -> Reply:
+        return Reply(200, {"total_count": 0, "repository_selection": "all", "repositories": []})
+
+    async def _revoke(self, request: Request, credential: Credential) -> Reply:
+        with self._lock:
+            self.tokens[credential.key].revoked = True
+        return Reply(204)
