@@ -323,11 +323,14 @@ class GitHubApp:
                 timeout=timeout,
             )
             if background:
-                from .tasks.celery_app import declare_queues
-                from .tasks.handlers import register_handler_task
+                if self._celery is None:
+                    _ = self.celery  # creating it registers every background handler, this one too
+                else:
+                    from .tasks.celery_app import declare_queues
+                    from .tasks.handlers import register_handler_task
 
-                register_handler_task(self.celery, self, spec)
-                declare_queues(self.celery, self.registry)
+                    register_handler_task(self._celery, self, spec)
+                    declare_queues(self._celery, self.registry)
             return func
 
         return decorator

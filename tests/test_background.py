@@ -252,3 +252,22 @@ def test_publish_failure_still_answers_202_and_the_sweeper_publishes_later(
     report = working.sweep()
     assert report.republished
     assert only_run(wait_for(working, delivery_id)).state.value == "succeeded"
+
+
+def test_eager_mode_runs_async_handlers_inside_the_web_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """task_always_eager (how many users test Celery code): the run happens during the
+    request, from an async route, without a worker and without an event-loop crash."""
+    app = make_app(monkeypatch, environment(tmp_path, sqlite_broker_url(tmp_path / "b.sqlite")))
+    app.celery.conf.task_always_eager = True
+    with serve(app.web) as url:  # type: ignore[attr-defined]
+        body, headers, delivery_id = issue("opened")
+        response = post(url, body, headers)
+        assert response.status_code == 202
+        run = only_run(app.store.get_delivery(delivery_id, with_payload=False))
+        assert (run.state.value, run.attempts) == ("succeeded", 1)
+        body, headers, delivery_id = issue("labeled")  # fails twice, retried eagerly
+        post(url, body, headers)
+        run = only_run(app.store.get_delivery(delivery_id, with_payload=False))
+        assert (run.state.value, run.attempts) == ("succeeded", 3)

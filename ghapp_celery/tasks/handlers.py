@@ -96,6 +96,9 @@ def register_handler_task(celery: Celery, services: AppServices, spec: HandlerSp
 
     @celery.task(  # type: ignore[untyped-decorator]
         name=spec.task_name,
+        # Not shared: Celery would otherwise add this task to every Celery app in the
+        # process, and a second GitHubApp's task of the same name would be ignored.
+        shared=False,
         bind=True,
         acks_late=True,
         reject_on_worker_lost=True,

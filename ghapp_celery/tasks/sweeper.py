@@ -105,7 +105,7 @@ def register_sweep_task(
 ) -> None:
     """The sweeper as a Celery task, run every ``sweep_interval`` seconds by celery beat."""
 
-    @celery.task(name=SWEEP_TASK_NAME, ignore_result=True)  # type: ignore[untyped-decorator]
+    @celery.task(name=SWEEP_TASK_NAME, ignore_result=True, shared=False)  # type: ignore[untyped-decorator]
     def sweep_task() -> dict[str, object]:
         return sweep(scheduler(), settings).as_dict()
 
