@@ -271,3 +271,49 @@ def test_eager_mode_runs_async_handlers_inside_the_web_process(
         post(url, body, headers)
         run = only_run(app.store.get_delivery(delivery_id, with_payload=False))
         assert (run.state.value, run.attempts) == ("succeeded", 3)
+
+
+def test_broker_messages_carry_the_delivery_compressed_when_large_and_no_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read the raw messages off the embedded broker (no worker consumes them here)."""
+    import sqlite3
+
+    env = environment(tmp_path, sqlite_broker_url(tmp_path / "broker.sqlite"))
+    app = make_app(monkeypatch, env)
+    token = app.settings.webhook_secrets()[0].decode()
+    marker = "x" * 200_000  # a large issue body: over the 64 KiB compression threshold
+    payload = load_payload("issues/opened.json")
+    payload["installation"] = {"id": 77}
+    small_body, small_headers = signed_request("issues", payload, secret=SECRET)
+    payload["issue"]["body"] = marker
+    big_body, big_headers = signed_request("issues", payload, secret=SECRET)
+    with serve(app.web) as url:  # type: ignore[attr-defined]
+        assert post(url, small_body, small_headers).status_code == 202
+        assert post(url, big_body, big_headers).status_code == 202
+    with sqlite3.connect(tmp_path / "broker.sqlite") as db:
+        rows = [row[0] for row in db.execute("SELECT payload FROM kombu_message ORDER BY id")]
+    assert len(rows) == 2
+    decoded = [decode_message(raw) for raw in rows]
+    (small_headers_out, small_out), (big_headers_out, big_out) = decoded
+    assert "compression" not in small_headers_out
+    assert small_headers["X-GitHub-Delivery"] in small_out and "Codertocat/Hello-World" in small_out
+    assert big_headers_out["compression"] == "application/x-gzip"
+    assert len(rows[1]) < 50_000  # 200 kB of issue body travelled compressed
+    assert marker in big_out
+    for _, body in decoded:
+        assert token not in body and SECRET not in body
+        assert "ghs_" not in body and "Bearer" not in body
+
+
+def decode_message(raw: str) -> tuple[dict[str, Any], str]:
+    """(headers, body) of a kombu message as the SQLAlchemy transport stores it."""
+    import base64
+    import json
+    import zlib
+
+    message = json.loads(raw)
+    body = base64.b64decode(message["body"])
+    if message["headers"].get("compression") == "application/x-gzip":
+        body = zlib.decompress(body)
+    return message["headers"], body.decode()
