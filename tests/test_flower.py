@@ -144,11 +144,10 @@ def stack(
             yield app, url, worker, flower
 
 
-def test_our_celery_app_sends_task_events() -> None:
+def test_our_celery_app_sends_task_events(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """What Flower depends on, as the worker sees it (celeryconfig and make_celery agree)."""
-    from tests import bgapp
-
-    conf = bgapp.celery.conf
+    app = make_app(monkeypatch, environment(tmp_path, "redis://127.0.0.1:1/0"))
+    conf = app.celery.conf
     assert conf.worker_send_task_events is True
     assert conf.task_send_sent_event is True
     assert conf.event_serializer == "json"
