@@ -121,3 +121,39 @@ runs = Table(
     Index("ix_ghapp_handler_runs_state_updated", "state", "updated_at"),
     Index("ix_ghapp_handler_runs_state_lease", "state", "lease_expires_at"),
 )
+
+# -- OAuth (user login): see docs/oauth.md ---------------------------------------------------
+
+# GitHub's user tokens of one login session, encrypted (Fernet) by ghapp_celery.oauth before
+# they reach the database. One row per session: a user signed in from two browsers holds two
+# token pairs, and logging out of one leaves the other alone.
+oauth_tokens = Table(
+    "ghapp_oauth_tokens",
+    metadata,
+    Column("session_id", String(64), primary_key=True),  # the session JWT's jti
+    Column("user_id", BigInteger, nullable=False),
+    Column("login", String(255), nullable=False),
+    Column("access_token", LargeBinary, nullable=False),
+    Column("refresh_token", LargeBinary),  # absent when the app opted out of expiring tokens
+    Column("access_expires_at", UTCDateTime()),
+    Column("refresh_expires_at", UTCDateTime()),
+    Column("session_expires_at", UTCDateTime(), nullable=False),
+    # Bumped by each refresh: two processes refreshing at once find out which one won.
+    Column("version", Integer, nullable=False, default=0),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Index("ix_ghapp_oauth_tokens_user", "user_id"),
+    Index("ix_ghapp_oauth_tokens_session_expires", "session_expires_at"),
+)
+
+# Identifiers that must not be accepted again until they expire on their own: the jti of a
+# logged-out session, and the (hashed) state of a login that already came back.
+oauth_denylist = Table(
+    "ghapp_oauth_denylist",
+    metadata,
+    Column("jti", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),  # "session" | "state"
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Index("ix_ghapp_oauth_denylist_expires", "expires_at"),
+)
