@@ -5,6 +5,12 @@ installation tokens and their expiry, the API version header), answers with GitH
 ``x-ratelimit-*`` headers, keeps a budget per credential, and lets a test switch faults on:
 ``fail_next``, ``exhaust_primary_limit``, ``secondary_limit`` and ``latency``.
 
+Beyond the App endpoints it serves repositories (``add_repo``: issues, comments, labels, pulls,
+reviews, checks, statuses, contents, search), the app's webhook deliveries (``add_delivery``) and
+GraphQL (``graphql_resolver``). GET answers carry an ``ETag``; a matching ``If-None-Match`` gets
+``304 Not Modified``, free of primary rate limit when authorized, as on GitHub. Each credential
+has a bucket per resource (``core``, ``search``, ``graphql``) named in ``x-ratelimit-resource``.
+
 Served with ``with fake.serve() as url:`` (uvicorn on 127.0.0.1) or, for GitHub Enterprise
 Server's layout, ``with fake.serve(prefix="/api/v3") as url:``. The state lives on one object
 shared by the server thread and the test, behind one lock.
@@ -27,6 +33,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
+from ghapp_celery._fake_github_api import FakeRepo
+from ghapp_celery._fake_github_graphql import default_resolver
+from ghapp_celery._fake_github_more import register_api
 from ghapp_celery._fake_github_parts import (
     API_VERSIONS,
     JWT_DECODE_ERROR,
@@ -54,12 +63,14 @@ from ghapp_celery._fake_github_parts import (
     public_key_pem,
     request_id,
 )
+from ghapp_celery._fake_github_state import FakeStateMixin, public, resource_of
 from ghapp_celery._server import serve
 
 __all__ = [
     "Credential",
     "FakeClock",
     "FakeGitHub",
+    "FakeRepo",
     "IssuedToken",
     "RecordedRequest",
     "Reply",
@@ -68,7 +79,7 @@ __all__ = [
 ]
 
 
-class FakeGitHub:
+class FakeGitHub(FakeStateMixin):
     """GitHub's App endpoints on loopback; see the module docstring."""
 
     def __init__(
@@ -105,7 +116,11 @@ class FakeGitHub:
         self._faults: list[Fault] = []
         self._secondary: list[int | None] = []
         self._exhausted_until: int | None = None
-        self._buckets: dict[str, Bucket] = {}
+        self._buckets: dict[tuple[str, str], Bucket] = {}
+        self.repos: dict[str, FakeRepo] = {}
+        self.deliveries: list[dict[str, Any]] = []
+        self.graphql_resolver = default_resolver
+        self.not_modified = 0  # how many 304s were answered
         self.app = Starlette(
             routes=[
                 self._route("/app", self._get_app, "jwt"),
@@ -122,15 +137,27 @@ class FakeGitHub:
             ],
             exception_handlers={HTTPException: self._http_exception},
         )
+        self._api = register_api(self)
 
     # -- what a test drives ----------------------------------------------------------------------
+
+    def asgi(self, prefix: str = "") -> Any:
+        """The ASGI app to serve: the API under ``prefix``. With GitHub Enterprise Server's
+        ``/api/v3``, GraphQL is at ``/api/graphql`` as there."""
+        prefix = prefix.rstrip("/")
+        if not prefix:
+            return self.app
+        routes: list[Any] = [Mount(prefix, app=self.app)]
+        if prefix.endswith("/api/v3"):
+            graphql_path = prefix[: -len("/v3")] + "/graphql"
+            routes.append(self._route(graphql_path, self._api.graphql, "token", ("POST",)))
+        return Starlette(routes=routes)
 
     @contextmanager
     def serve(self, prefix: str = "") -> Iterator[str]:
         """Serve on 127.0.0.1; yield the API base URL (the root URL plus ``prefix``)."""
         prefix = prefix.rstrip("/")
-        app: Any = Starlette(routes=[Mount(prefix, app=self.app)]) if prefix else self.app
-        with serve(app) as root:
+        with serve(self.asgi(prefix)) as root:
             self.root_url, self.base_url = root, root + prefix
             try:
                 yield self.base_url
@@ -222,9 +249,12 @@ class FakeGitHub:
             if isinstance(found, Reply):
                 return self._respond(request, found, self._peek("anonymous", 60))
             credential = found
+        resource = resource_of(path)
         limit = 60 if credential.key == "anonymous" else self.rate_limit
+        if resource == "search":
+            limit = 10 if credential.key == "anonymous" else 30
         with self._lock:
-            bucket = self._bucket(credential.key, limit, now)
+            bucket = self._bucket(credential.key, limit, now, resource)
             exhausted = self._exhausted_until is not None and now < self._exhausted_until
             limited = exhausted or bucket.used >= bucket.limit
             secondary = not limited and bool(self._secondary)
@@ -235,7 +265,10 @@ class FakeGitHub:
             return self._respond(request, self._primary_reply(request, credential), bucket)
         if secondary:
             return self._respond(request, self._secondary_reply(retry_after), bucket)
-        return self._respond(request, await handler(request, credential), bucket)
+        # Endpoints mutate state only between awaits, so one event loop keeps them atomic.
+        reply = await handler(request, credential)
+        reply = self._conditional(request, reply, bucket, credential)
+        return self._respond(request, reply, bucket)
 
     def _record(self, request: Request, body: bytes) -> str:
         root = request.scope.get("root_path", "")
@@ -280,10 +313,12 @@ class FakeGitHub:
             return error_reply(401)
         return Credential("token", value, issued.installation_id)
 
-    def _bucket(self, key: str, limit: int, now: float) -> Bucket:
-        bucket = self._buckets.get(key)
+    def _bucket(self, key: str, limit: int, now: float, resource: str = "core") -> Bucket:
+        bucket = self._buckets.get((key, resource))
         if bucket is None or now >= bucket.reset:
-            bucket = self._buckets[key] = Bucket(limit, int(now) + RATE_WINDOW)
+            window = 60 if resource == "search" else RATE_WINDOW
+            bucket = Bucket(limit, int(now) + window, resource=resource)
+            self._buckets[(key, resource)] = bucket
         return bucket
 
     def _peek(self, key: str, limit: int) -> Bucket:
@@ -312,7 +347,7 @@ class FakeGitHub:
             "x-ratelimit-remaining": str(remaining),
             "x-ratelimit-used": str(bucket.limit - remaining),
             "x-ratelimit-reset": str(reset),
-            "x-ratelimit-resource": "core",
+            "x-ratelimit-resource": bucket.resource,
             "x-github-media-type": "github.v3; format=json",
             "x-github-api-version-selected": request.headers.get(
                 "x-github-api-version", "2022-11-28"
@@ -320,9 +355,9 @@ class FakeGitHub:
             "x-github-request-id": request_id(),
         }
         headers.update(reply.headers)
-        if reply.status == 204 or reply.body is None:
+        if reply.status in (204, 304) or reply.body is None:
             return Response(status_code=reply.status, headers=headers)
-        content = json.dumps(reply.body)
+        content = json.dumps(public(reply.body))
         return Response(content, reply.status, headers, "application/json; charset=utf-8")
 
     # -- endpoints --------------------------------------------------------------------------------
@@ -410,7 +445,7 @@ class FakeGitHub:
         )
 
     async def _repositories(self, request: Request, credential: Credential) -> Reply:
-        return Reply(200, {"total_count": 0, "repository_selection": "all", "repositories": []})
+        return await self._api.installation_repositories(request, credential)
 
     async def _revoke(self, request: Request, credential: Credential) -> Reply:
         with self._lock:

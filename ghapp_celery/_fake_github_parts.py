@@ -151,6 +151,7 @@ class Bucket:
     limit: int
     reset: int
     used: int = 0
+    resource: str = "core"
 
 
 def error_reply(status: int, message: str | None = None, docs: str = DOCS) -> Reply:

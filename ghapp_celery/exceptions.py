@@ -9,6 +9,20 @@ The tree::
     ├── GithubUnauthorized              401 from GitHub (compat name)
     ├── GithubAppUnkownObject           404 from GitHub (compat name, sic)
     ├── GitHubRateLimitError            primary or secondary rate limit (compat name)
+    ├── GitHubError                     what the GitHub client (github/client.py) raises
+    │   ├── HTTPError                   a non-2xx answer: status, message, documentation_url,
+    │   │   │                           request_id, headers
+    │   │   ├── Unauthorized            401  (also a GithubUnauthorized)
+    │   │   ├── Forbidden               403  (also a GitHubAppBadCredentials)
+    │   │   ├── NotFound                404  (also a GithubAppUnkownObject)
+    │   │   ├── ValidationFailed        422, with GitHub's ``errors`` list (also a
+    │   │   │                                GitHubAppValidationError)
+    │   │   ├── RateLimited             primary limit; ``reset_at`` (also a GitHubRateLimitError)
+    │   │   │   └── SecondaryRateLimited  secondary limit; ``retry_after`` (a RateLimited too)
+    │   │   └── ServerError             5xx (status >= 500, so Celery retries it)
+    │   ├── GitHubConnectionError       no answer: connection refused/reset (a ConnectionError)
+    │   │   └── GitHubTimeout           no answer in time (also a TimeoutError)
+    │   └── GraphQLError                a GraphQL answer whose body carries ``errors``
     └── WebhookError                    a delivery we refuse; carries its HTTP status
         ├── InvalidSignature            401
         ├── PayloadTooLarge             413
@@ -26,17 +40,29 @@ from typing import Any
 
 __all__ = [
     "ConfigurationError",
+    "Forbidden",
     "GitHubAppBadCredentials",
     "GitHubAppError",
     "GitHubAppValidationError",
+    "GitHubConnectionError",
+    "GitHubError",
     "GitHubRateLimitError",
+    "GitHubTimeout",
     "GithubAppUnkownObject",
     "GithubUnauthorized",
+    "GraphQLError",
+    "HTTPError",
     "InvalidSignature",
     "MalformedPayload",
     "MissingHeader",
+    "NotFound",
     "PayloadTooLarge",
+    "RateLimited",
+    "SecondaryRateLimited",
+    "ServerError",
+    "Unauthorized",
     "UnsupportedContentType",
+    "ValidationFailed",
     "WebhookError",
 ]
 
@@ -95,6 +121,156 @@ class GitHubRateLimitError(GitHubAppError):
         super().__init__(message, status, data)
         self.rate_limit_info: dict[str, Any] = rate_limit_info or {}
         self.retry_after = retry_after
+
+
+class GitHubError(GitHubAppError):
+    """Base of everything the GitHub client raises."""
+
+    default_message = "GitHub call failed"
+
+
+class HTTPError(GitHubError):
+    """GitHub answered with a non-2xx status.
+
+    ``message`` and ``documentation_url`` come from GitHub's error body, ``request_id`` from the
+    ``x-github-request-id`` header (quote it to GitHub Support), ``data`` is the decoded body.
+    Neither the message nor any attribute ever carries the token that made the call.
+    """
+
+    default_message = "GitHub answered with an error"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        status: int | None = None,
+        data: Any = None,
+        *,
+        documentation_url: str | None = None,
+        request_id: str | None = None,
+        headers: dict[str, str] | None = None,
+        method: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        GitHubAppError.__init__(self, message, status, data)
+        self.documentation_url = documentation_url
+        self.request_id = request_id
+        self.headers: dict[str, str] = dict(headers or {})
+        self.method = method
+        self.url = url
+
+    def __str__(self) -> str:
+        where = f" ({self.method} {self.url})" if self.method and self.url else ""
+        return f"{self.status}: {self.message}{where}"
+
+
+class Unauthorized(HTTPError, GithubUnauthorized):
+    """401: the credentials were refused (an expired or revoked token, a bad JWT)."""
+
+
+class Forbidden(HTTPError, GitHubAppBadCredentials):
+    """403 that is not a rate limit: e.g. "Resource not accessible by integration"."""
+
+
+class NotFound(HTTPError, GithubAppUnkownObject):
+    """404: no such object, or a private one the credentials cannot see."""
+
+
+class ValidationFailed(HTTPError, GitHubAppValidationError):
+    """422: GitHub rejected the request's content; ``errors`` is GitHub's list of problems."""
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        data = self.data
+        found = data.get("errors") if isinstance(data, dict) else None
+        return [e if isinstance(e, dict) else {"message": str(e)} for e in found or []]
+
+
+class ServerError(HTTPError):
+    """5xx: GitHub failed; ``status`` >= 500, so a Celery task retries it with backoff."""
+
+
+class RateLimited(HTTPError, GitHubRateLimitError):
+    """The primary rate limit is used up until ``reset_at`` (UTC epoch seconds).
+
+    ``retry_after`` is the seconds from when it was raised until the reset, so the Celery retry
+    policy (which counts every GitHubRateLimitError as a rate limit) retries with that countdown.
+    ``resource`` is GitHub's bucket (``core``, ``search``, ``graphql``, ...). Raised before
+    sending when the client already knows the bucket is empty (``status`` is then None).
+    """
+
+    default_message = "GitHub rate limit exceeded"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        status: int | None = None,
+        data: Any = None,
+        *,
+        retry_after: float | None = None,
+        reset_at: float | None = None,
+        resource: str | None = None,
+        rate_limit_info: dict[str, Any] | None = None,
+        documentation_url: str | None = None,
+        request_id: str | None = None,
+        headers: dict[str, str] | None = None,
+        method: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        HTTPError.__init__(
+            self,
+            message,
+            status,
+            data,
+            documentation_url=documentation_url,
+            request_id=request_id,
+            headers=headers,
+            method=method,
+            url=url,
+        )
+        self.rate_limit_info: dict[str, Any] = rate_limit_info or {}
+        self.retry_after = retry_after
+        self.reset_at = reset_at
+        self.resource = resource
+
+
+class SecondaryRateLimited(RateLimited):
+    """A secondary limit (too many concurrent or content-creating requests, too fast).
+
+    ``retry_after`` follows GitHub's rules: its ``retry-after`` header, else at least 60 s,
+    doubling on each further hit. ``except RateLimited`` catches it too.
+    """
+
+    default_message = "GitHub secondary rate limit exceeded"
+
+
+class GitHubConnectionError(GitHubError, ConnectionError):
+    """No answer from GitHub: the connection failed or broke. Retried as transient."""
+
+    default_message = "Could not reach GitHub"
+
+
+class GitHubTimeout(GitHubConnectionError, TimeoutError):
+    """No answer from GitHub within the timeout. Retried as transient."""
+
+    default_message = "GitHub did not answer in time"
+
+
+class GraphQLError(GitHubError):
+    """A GraphQL answer (HTTP 200) whose body carries ``errors``; ``data`` is any partial data."""
+
+    default_message = "GitHub GraphQL query failed"
+
+    def __init__(
+        self, errors: list[dict[str, Any]], data: Any = None, status: int | None = 200
+    ) -> None:
+        messages = [str(e.get("message", e)) if isinstance(e, dict) else str(e) for e in errors]
+        super().__init__("; ".join(messages) or self.default_message, status, data)
+        self.errors = errors
+
+    @property
+    def types(self) -> list[str]:
+        """GitHub's error ``type`` values (``NOT_FOUND``, ``RATE_LIMITED``, ...)."""
+        return [str(e["type"]) for e in self.errors if isinstance(e, dict) and "type" in e]
 
 
 class WebhookError(GitHubAppError):

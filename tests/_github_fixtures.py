@@ -104,3 +104,30 @@ def make_auth(
     yield factory
     for auth in made:
         auth.close()
+
+
+@pytest.fixture
+def enterprise_github(
+    clock: FakeClock, _github_server: tuple[_Switch, str]
+) -> Iterator[FakeGitHub]:
+    """A FakeGitHub laid out like GitHub Enterprise Server: REST under ``/api/v3``, GraphQL at
+    ``/api/graphql``; ``.base_url`` is the REST root, ``.root_url`` the host."""
+    switch, url = _github_server
+    fake = FakeGitHub(clock=clock)
+    switch.target = fake.asgi("/api/v3")
+    fake.root_url, fake.base_url = url, url + "/api/v3"
+    yield fake
+    switch.target = Starlette()
+
+
+@pytest.fixture
+def client_options(clock: FakeClock, sleeps: Sleeps) -> dict[str, Any]:
+    """GitHubSession options for tests: the fake clock, recorded sleeps, no jitter."""
+    from ghapp_celery.github import RetrySettings
+
+    return {
+        "clock": clock,
+        "sleep": sleeps,
+        "asleep": sleeps.asleep,
+        "retry": RetrySettings(jitter=False),
+    }
