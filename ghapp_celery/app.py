@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi import APIRouter, FastAPI, Request
 
 from . import compat
 from .config import Settings
@@ -254,6 +254,7 @@ class GitHubApp:
         self._warn_about_verification()
         app.include_router(self.router)
         self._mount_status_api(app)
+        self._mount_oauth(app)
         self._install_lifespan(app)
         self._initialized = True
 
@@ -533,23 +534,42 @@ class GitHubApp:
     # -- OAuth sessions (full login flow: docs/oauth.md) -------------------------------------
 
     def get_current_user(self, request: Request) -> dict[str, Any]:
-        """FastAPI dependency: the session JWT's claims, from a Bearer header or cookie."""
-        import jwt
+        """FastAPI dependency: the live session's claims (Bearer header or cookie), else 401."""
+        from .oauth.integration import current_user
 
-        secret = self.settings.oauth_session_secret
-        if secret is None:
-            raise HTTPException(status_code=401, detail="OAuth2 not configured")
-        auth = request.headers.get("Authorization", "")
-        token = auth.split(" ", 1)[1] if auth.lower().startswith("bearer ") else None
-        token = token or request.cookies.get("session_token")
-        if not token:
-            raise HTTPException(status_code=401, detail="Missing session token")
-        try:
-            claims: dict[str, Any] = jwt.decode(
-                token, secret.get_secret_value(), algorithms=["HS256"]
-            )
-        except jwt.PyJWTError:
-            raise HTTPException(status_code=401, detail="Invalid session token") from None
-        if claims.get("type") != "session":
-            raise HTTPException(status_code=401, detail="Invalid session token")
-        return claims
+        return current_user(self, request)
+
+    def require_user(self, request: Request) -> dict[str, Any]:
+        """``Depends(github_app.require_user)``: the same as get_current_user."""
+        return self.get_current_user(request)
+
+    def optional_user(self, request: Request) -> dict[str, Any] | None:
+        """``Depends(github_app.optional_user)``: the session's claims, or None for a visitor."""
+        from .oauth.integration import optional_user
+
+        return optional_user(self, request)
+
+    def user_github(self, user: dict[str, Any] | None) -> Any:
+        """A GitHub client acting as the signed-in ``user`` (tokens refreshed as needed)."""
+        from .oauth.integration import user_github
+
+        return user_github(self, user)
+
+    def on_login(self, func: F) -> F:
+        """Call ``func(user, request)`` (sync or async) after each login; may raise to refuse."""
+        from .oauth.integration import register_login
+
+        register_login(self, func)
+        return func
+
+    def on_logout(self, func: F) -> F:
+        """Call ``func(claims, request)`` (sync or async) after each logout."""
+        from .oauth.integration import register_logout
+
+        register_logout(self, func)
+        return func
+
+    def _mount_oauth(self, app: FastAPI) -> None:
+        from .oauth.integration import mount
+
+        mount(self, app)
