@@ -241,3 +241,42 @@ def test_pkce_challenge_is_the_s256_of_the_verifier_sent(env: OAuthEnv) -> None:
     ]
     digest = hashlib.sha256(verifier.encode()).digest()
     assert base64.urlsafe_b64encode(digest).rstrip(b"=").decode() == challenge
+
+
+def test_the_example_app_signs_in_lists_and_signs_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+
+    from examples.oauth_login import create_app
+    from ghapp_celery._fake_github_oauth import FakeOAuth
+    from ghapp_celery.config import Settings
+    from ghapp_celery.testing import FakeGitHub, serve
+    from tests.test_oauth_harness import CLIENT_SECRET, free_port
+
+    fake = FakeGitHub()
+    oauth = FakeOAuth.install(fake, client_secret=CLIENT_SECRET)
+    with fake.serve() as fake_url:
+        port = free_port()
+        callback = f"http://127.0.0.1:{port}{PREFIX}/callback"
+        oauth.callback_urls = [callback]
+        monkeypatch.setenv("GITHUBAPP_OAUTH_BASE_URL", fake_url)
+        monkeypatch.setenv("GITHUBAPP_OAUTH_COOKIE_SECURE", "false")
+        app, _ = create_app(
+            github_app_url=fake_url,
+            oauth_client_id=fake.client_id,
+            oauth_client_secret=CLIENT_SECRET,
+            oauth_session_secret=SESSION_SECRET,
+            oauth_redirect_uri=callback,
+            settings=Settings(database_url=f"sqlite:///{tmp_path}/example.sqlite"),
+        )
+        with serve(app, port=port) as url, httpx.Client(timeout=10) as browser:
+            home = browser.get(f"{url}/")
+            assert "Sign in with GitHub" in home.text
+            link = home.text.split('href="', 1)[1].split('"', 1)[0]
+            signed_in = browser.get(f"{url}{link}", follow_redirects=True)
+            assert "Signed in as octocat" in signed_in.text
+            assert browser.get(f"{url}/me/repos").json()["login"] == "octocat"
+            browser.post(f"{url}{PREFIX}/logout")
+            assert "Sign in with GitHub" in browser.get(f"{url}/").text
+            assert browser.get(f"{url}/me/repos").status_code == 401
