@@ -200,7 +200,7 @@ class Exchange:
         headers: dict[str, str] | None,
         use_cache: bool,
         refused: Callable[[str], bool] | None = None,
-        retry_transport: bool | None = None,
+        retry: bool | None = None,
     ) -> None:
         self.session = session
         self.refused = refused
@@ -215,7 +215,9 @@ class Exchange:
         self.attempt = 0
         self.refreshed = False
         self.waited = 0.0
-        self.retry_transport = retry_transport
+        # True: retry 5xx and transport failures whatever the method (a GraphQL query is a POST
+        # but safe to repeat); False: never retry; None: decide by the method.
+        self.retry_override = retry
 
     # -- before sending ----------------------------------------------------------------------
 
@@ -254,8 +256,8 @@ class Exchange:
         """Seconds to back off before the next try, or raise the wrapped error."""
         retry = self.session.retry
         allowed = (
-            self.retry_transport
-            if self.retry_transport is not None
+            self.retry_override
+            if self.retry_override is not None
             else retry.retries_transport(self.method, exc)
         )
         if allowed and self.attempt < retry.attempts:
@@ -275,7 +277,11 @@ class Exchange:
         if status == 304 and entry is not None:
             s.tracker.record_success(self.identity)
             data = decode_body(entry.body, entry.content_type)
-            return GitHubResponse(status, response.headers, data, self.url, limit, True)
+            headers = response.headers
+            if entry.link and "link" not in headers:
+                headers = headers.copy()
+                headers["link"] = entry.link
+            return GitHubResponse(status, headers, data, self.url, limit, True)
         content = response.content
         ctype = response.headers.get("content-type")
         try:
@@ -306,7 +312,12 @@ class Exchange:
                 self.waited += wait
                 return wait
             raise error
-        if s.retry.retries_status(self.method, status) and self.attempt < s.retry.attempts:
+        transient = (
+            s.retry.retries_status(self.method, status)
+            if self.retry_override is None
+            else self.retry_override and status in s.retry.statuses
+        )
+        if transient and self.attempt < s.retry.attempts:
             delay = s.retry.delay(self.attempt)
             self.attempt += 1
             return delay
@@ -322,4 +333,5 @@ class Exchange:
         modified = raw.headers.get("last-modified")
         if not etag and not modified:
             return None
-        return CacheEntry(etag, modified, raw.headers.get("content-type"), raw.content)
+        ctype = raw.headers.get("content-type")
+        return CacheEntry(etag, modified, ctype, raw.content, raw.headers.get("link"))

@@ -34,6 +34,7 @@ class CacheEntry:
     last_modified: str | None
     content_type: str | None
     body: bytes
+    link: str | None = None  # a 304 may leave out the Link header; pagination needs it
 
     def to_json(self) -> str:
         return json.dumps(
@@ -42,6 +43,7 @@ class CacheEntry:
                 "last_modified": self.last_modified,
                 "content_type": self.content_type,
                 "body": base64.b64encode(self.body).decode("ascii"),
+                "link": self.link,
             }
         )
 
@@ -53,6 +55,7 @@ class CacheEntry:
             data.get("last_modified"),
             data.get("content_type"),
             base64.b64decode(data["body"]),
+            data.get("link"),
         )
 
 

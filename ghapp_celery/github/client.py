@@ -89,7 +89,9 @@ class AsyncGitHubClient(ClientBase, GitHubHelpers[Awaitable[Any], AsyncIterator[
         """Send one call and return the decoded answer, or raise from the error tree.
 
         ``url`` is a path under the API root (``/repos/o/r``) or an absolute URL on it.
-        ``cache=False`` skips the ETag cache; ``retry`` forces transport retries on or off.
+        ``cache=False`` skips the ETag cache. ``retry=True`` retries 5xx and transport failures
+        even for a POST, ``retry=False`` never retries; by default only idempotent methods are
+        retried (and any method whose connection was refused before it was sent).
         """
         session = self.session
         full = session.url(url)
@@ -104,7 +106,7 @@ class AsyncGitHubClient(ClientBase, GitHubHelpers[Awaitable[Any], AsyncIterator[
             headers=headers,
             use_cache=cache,
             refused=creds.refused,
-            retry_transport=retry,
+            retry=retry,
         )
         http = session.ahttp()
         entry = None

@@ -75,7 +75,7 @@ class GitHubClient(ClientBase, GitHubHelpers[Any, Iterator[Any]]):
             headers=headers,
             use_cache=cache,
             refused=creds.refused,
-            retry_transport=retry,
+            retry=retry,
         )
         http = session.http()
         entry = None
