@@ -76,8 +76,11 @@ class Settings(BaseSettings):
     handler_timeout: float = Field(
         default=300.0, gt=0, description="Default timeout of a background handler (seconds)."
     )
-    lease_margin: float = Field(
-        default=60.0, ge=0, description="A started run's lease is its timeout plus this margin."
+    run_lease: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds a started run is held without a heartbeat; the worker renews it "
+        "every third of that while the handler runs, so a killed worker's runs rerun soon.",
     )
     sweep_interval: float = Field(default=30.0, gt=0, description="Seconds between sweeps.")
     sweep_unpublished_after: float = Field(

@@ -3,7 +3,7 @@
 The answer code says what happened: 401 bad signature, 400 malformed, 413 too large, 415 wrong
 content type, 503 the store could not record the delivery, 500 a handler failed, 202 background
 runs recorded and queued (``QUEUED``), 200 handled inline (``HIT``), nothing to do (``MISS``) or
-every background run already succeeded on an earlier delivery of this id (``DUPLICATE``).
+a redelivery whose background runs all succeeded already or are still running (``DUPLICATE``).
 Error bodies are JSON, say what was wrong, and never carry exception text.
 """
 

@@ -5,6 +5,7 @@ Pure: no Celery import, so the app and the intake can build policies without a w
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -65,6 +66,15 @@ class RetryPolicy:
             raise ValueError("retry counts must be >= 0")
         if self.retry_backoff < 0 or self.retry_backoff_max < 0:
             raise ValueError("backoff must be >= 0")
+
+    def backoff(self, retries: int) -> float:
+        """Seconds before retry number ``retries + 1``: Celery's exponential backoff
+        (``retry_backoff * 2**retries``, capped at ``retry_backoff_max``, full jitter),
+        computed in floats so a factor such as 0.5 means half a second."""
+        countdown = min(float(self.retry_backoff_max), self.retry_backoff * float(2**retries))
+        if self.retry_jitter:
+            countdown = random.uniform(0, countdown)
+        return countdown
 
     def celery_options(self) -> dict[str, object]:
         """The Celery task options this policy stands for (visible in Flower and inspect)."""

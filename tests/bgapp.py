@@ -73,6 +73,12 @@ async def slow_once(event: Event) -> None:
         await asyncio.sleep(60)
 
 
+def blocks_past_its_lease(event: Event) -> None:
+    """A plain def handler that blocks for several leases: it cannot be interrupted."""
+    bump(f"blocks-{event.delivery_id}")
+    time.sleep(5)
+
+
 async def too_slow(event: Event) -> None:
     bump(f"too_slow-{event.delivery_id}")
     await asyncio.sleep(30)
@@ -97,6 +103,7 @@ def build() -> GitHubApp:
     app.on("issues.locked", background=True, timeout=0.5, retry=RetryPolicy(max_retries=0))(
         too_slow
     )
+    app.on("issues.milestoned", background=True)(blocks_past_its_lease)
     app.on("push", background=True, queue="github.bulk")(noop)
     app.on("ping")(lambda: "pong")
     app.web = web  # type: ignore[attr-defined]
@@ -110,4 +117,3 @@ if os.environ.get("GHAPP_TEST_WORKER_READY_FILE"):
 
 github_app = build()
 celery = github_app.celery
-_ = time  # imported for handlers that may sleep synchronously in future tests

@@ -33,7 +33,7 @@ def environment(tmp: Path, broker: str) -> dict[str, str]:
         "GITHUBAPP_WEBHOOK_SECRET": SECRET,
         "CELERY_BROKER_URL": broker,
         "GHAPP_TEST_STATE_DIR": str(tmp / "state"),
-        "GITHUBAPP_LEASE_MARGIN": "1",
+        "GITHUBAPP_RUN_LEASE": "1.5",
         "GITHUBAPP_SWEEP_UNPUBLISHED_AFTER": "0",
         "GITHUBAPP_VISIBILITY_TIMEOUT": "3",
     }
@@ -207,6 +207,28 @@ def test_handler_timeout_on_the_threads_pool(app_url: tuple[GitHubApp, str]) -> 
     assert time.monotonic() - started < 20  # far less than the handler's 30 s sleep
 
 
+def test_a_long_blocking_handler_keeps_its_lease_and_is_not_run_twice(
+    app_url: tuple[GitHubApp, str],
+) -> None:
+    """The worker renews the lease (1.5 s) while a 5 s blocking handler runs, so sweeps in the
+    meantime find nothing to republish."""
+    app, url = app_url
+    body, headers, delivery_id = issue("milestoned")
+    post(url, body, headers)
+    wait_for(app, delivery_id, states={"started"}, timeout=30)
+    swept: list[str] = []
+    while only_run(app.store.get_delivery(delivery_id, with_payload=False)).state.value != (
+        "succeeded"
+    ):
+        swept += app.sweep().republished
+        time.sleep(0.3)
+    run = only_run(wait_for(app, delivery_id))
+    assert (run.state.value, run.attempts) == ("succeeded", 1)
+    assert swept == []
+    attempts = Path(app.settings.data_dir).parent / "state" / f"blocks-{delivery_id}.attempts"
+    assert len(attempts.read_text().splitlines()) == 1
+
+
 def test_handler_queue_override(app_url: tuple[GitHubApp, str]) -> None:
     app, url = app_url
     payload = load_payload("push/default.with-installation.json")
@@ -317,3 +339,12 @@ def decode_message(raw: str) -> tuple[dict[str, Any], str]:
     if message["headers"].get("compression") == "application/x-gzip":
         body = zlib.decompress(body)
     return message["headers"], body.decode()
+
+
+def test_retry_backoff_is_celerys_exponential_backoff_in_seconds() -> None:
+    from ghapp_celery import RetryPolicy
+
+    policy = RetryPolicy(retry_backoff=0.5, retry_backoff_max=3, retry_jitter=False)
+    assert [policy.backoff(n) for n in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    jittered = RetryPolicy(retry_backoff=2, retry_jitter=True)
+    assert all(0 <= jittered.backoff(3) <= 16 for _ in range(50))

@@ -23,6 +23,7 @@ __all__ = [
     "due_for_sweep",
     "mark_queued",
     "record_runs",
+    "renew_leases",
     "replay",
     "transition",
 ]
@@ -161,6 +162,22 @@ def claim(conn: Connection, run_id: str, lease_seconds: float, now: datetime) ->
         return None
     _sql.refresh_delivery_states(conn, [row.delivery_id])
     return _sql.run_from_row(row._mapping)
+
+
+def renew_leases(
+    conn: Connection, run_ids: Sequence[str], lease_seconds: float, now: datetime
+) -> int:
+    """Extend the leases of runs still STARTED (a live worker's heartbeat); returns how many.
+
+    No state changes, so no delivery lock: a run that finished or was reclaimed meanwhile is
+    simply not matched.
+    """
+    result = conn.execute(
+        update(runs)
+        .where(runs.c.id.in_(list(run_ids)), runs.c.state == RunState.STARTED)
+        .values(lease_expires_at=now + timedelta(seconds=lease_seconds), updated_at=now)
+    )
+    return int(result.rowcount or 0)
 
 
 Changes = Callable[[Mapping[Any, Any]], dict[str, Any]]

@@ -182,6 +182,22 @@ class DeliveryStore:
         with self._tx(write=True) as conn:
             return _runs.claim(conn, run_id, lease_seconds, at)
 
+    def renew_leases(
+        self, run_ids: Sequence[str], *, lease_seconds: float, now: datetime | None = None
+    ) -> int:
+        """Push the leases of these STARTED runs to now + lease_seconds (worker heartbeat).
+
+        A worker renews the runs it is executing, so a long handler is never taken for a dead
+        one, while a killed worker's runs expire within one lease.
+        """
+        if lease_seconds <= 0:
+            raise ValueError("lease_seconds must be positive")
+        ids = sorted(set(run_ids))
+        if not ids:
+            return 0
+        with self._tx(write=True) as conn:
+            return _runs.renew_leases(conn, ids, lease_seconds, _utc(now))
+
     def mark_retrying(
         self,
         run_id: str,

@@ -135,6 +135,15 @@ def make_celery(
     if not broker:
         broker = embedded_broker_url(settings.data_dir)
     celery.conf.broker_url = broker
+    if not is_sqlite_broker(broker) and "visibility_timeout" not in (
+        celery.conf.broker_transport_options or {}
+    ):
+        # Redis/SQS: an unacknowledged message comes back after this long. Without
+        # celeryconfig.py it would be kombu's 1 h default too; say so explicitly.
+        celery.conf.broker_transport_options = {
+            **(celery.conf.broker_transport_options or {}),
+            "visibility_timeout": 3600,
+        }
     if is_sqlite_broker(broker):
         prepare_sqlite_broker(broker)
         # Only create_engine() arguments may go here (see prepare_sqlite_broker); a busy

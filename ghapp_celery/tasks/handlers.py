@@ -18,13 +18,13 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from celery import Celery, Task
-from celery.utils.time import get_exponential_backoff_interval
 
 from ..context import Event, delivery_context
 from ..exceptions import GitHubRateLimitError
 from ..policy import Outcome, classify
 from ..routing import HandlerSpec
 from ..webhooks import Delivery
+from .lease import lease_keeper
 from .loop import run_handler
 
 if TYPE_CHECKING:
@@ -111,7 +111,8 @@ def register_handler_task(celery: Celery, services: AppServices, spec: HandlerSp
         settings = services.settings
         store = services.store
         timeout = spec.timeout or settings.handler_timeout
-        claimed = store.claim(run_id, lease_seconds=timeout + settings.lease_margin)
+        lease = settings.run_lease
+        claimed = store.claim(run_id, lease_seconds=lease)
         if claimed is None:
             # Already done, or running in a live worker: this message is a duplicate.
             LOG.info("Run %s of %s is not claimable; skipping duplicate", run_id, spec.task_name)
@@ -120,7 +121,7 @@ def register_handler_task(celery: Celery, services: AppServices, spec: HandlerSp
         args = (Event(parsed),) if spec.takes_event else ()
         started = time.monotonic()
         try:
-            with delivery_context(parsed):
+            with delivery_context(parsed), lease_keeper.hold(store, run_id, lease):
                 run_handler(spec.func, *args, timeout=timeout)
         except Exception as exc:
             _after_failure(self, store, spec, run_id, delivery, rate_limited, exc)
@@ -171,15 +172,10 @@ def _after_failure(
         )
 
     if outcome is Outcome.RETRY and error_retries < policy.max_retries:
-        countdown = get_exponential_backoff_interval(
-            factor=int(policy.retry_backoff),
-            retries=error_retries,
-            maximum=policy.retry_backoff_max,
-            full_jitter=policy.retry_jitter,
-        )
+        countdown = policy.backoff(error_retries)
         store.mark_retrying(run_id, summary, retry_at=_now() + timedelta(seconds=countdown))
         LOG.warning(
-            "Run %s failed (%s); retry %d/%d in %s s",
+            "Run %s failed (%s); retry %d/%d in %.1f s",
             run_id,
             type(exc).__name__,
             error_retries + 1,

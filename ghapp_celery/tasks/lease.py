@@ -1,0 +1,102 @@
+"""Keep the leases of the runs a worker process is executing alive (a heartbeat).
+
+A run's lease is short (``GITHUBAPP_RUN_LEASE``, 60 s by default); while the run executes, one
+thread per worker process renews the leases of all its running runs in a single UPDATE every
+third of a lease. So a handler may run as long as it needs (a blocking ``def`` handler cannot
+be interrupted on the threads pool) without the sweeper taking it for dead, and a killed
+worker's runs expire, and are run again, within one lease.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..store import DeliveryStore
+
+__all__ = ["LeaseKeeper", "lease_keeper"]
+
+LOG = logging.getLogger("ghapp_celery.tasks")
+
+
+class LeaseKeeper:
+    """Renews held leases from one daemon thread, started lazily in each process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[str, tuple[DeliveryStore, float]] = {}
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid: int | None = None
+
+    @contextmanager
+    def hold(self, store: DeliveryStore, run_id: str, lease_seconds: float) -> Iterator[None]:
+        """Renew ``run_id``'s lease for as long as the block runs."""
+        with self._lock:
+            self._ensure_thread()
+            self._held[run_id] = (store, lease_seconds)
+        self._wake.set()  # a shorter lease than the current tick may have arrived
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held.pop(run_id, None)
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's lock may have been held by its renewal thread at fork time, and the
+        # parent's runs are not this process's to renew.
+        self._lock = threading.Lock()
+        self._held = {}
+        self._wake = threading.Event()
+        self._thread = None
+        self._pid = None
+
+    def held(self) -> list[str]:
+        with self._lock:
+            return list(self._held)
+
+    def _ensure_thread(self) -> None:
+        # A thread does not survive fork: a prefork child starts its own on first use.
+        if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
+            return
+        self._pid = os.getpid()
+        self._thread = threading.Thread(
+            target=self._run, name=f"ghapp-lease-{self._pid}", daemon=True
+        )
+        self._thread.start()
+
+    def _interval(self) -> float:
+        with self._lock:
+            leases = [lease for _, lease in self._held.values()]
+        return max(0.2, min(leases) / 3) if leases else 5.0
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self._interval())
+            self._wake.clear()
+            self.renew_now()
+
+    def renew_now(self) -> int:
+        """Renew every held lease now; returns how many runs were renewed."""
+        with self._lock:
+            groups: dict[tuple[int, float], tuple[DeliveryStore, list[str]]] = {}
+            for run_id, (store, lease) in self._held.items():
+                groups.setdefault((id(store), lease), (store, []))[1].append(run_id)
+        renewed = 0
+        for (_, lease), (store, run_ids) in groups.items():
+            try:
+                renewed += store.renew_leases(run_ids, lease_seconds=lease)
+            except Exception:
+                # The store may be briefly unavailable; the next tick tries again, and a
+                # lease that lapses meanwhile only risks a duplicate the claim will refuse.
+                LOG.warning("Could not renew %d lease(s)", len(run_ids), exc_info=True)
+        return renewed
+
+
+lease_keeper = LeaseKeeper()
+os.register_at_fork(after_in_child=lease_keeper._after_fork_in_child)
