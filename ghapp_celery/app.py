@@ -355,7 +355,7 @@ class GitHubApp:
                     celery = make_celery(self.registry, self.settings)
                     for spec in self.registry.background():
                         register_handler_task(celery, self, spec)
-                    register_sweep_task(celery, lambda: self.scheduler, self.settings)
+                    register_sweep_task(celery, self.sweep, self.settings)
                     install_signal_handlers(celery)
                     self._celery = celery
         return self._celery
@@ -402,7 +402,12 @@ class GitHubApp:
         """Republish runs that were never published or whose worker died (see tasks.sweeper)."""
         from .tasks.sweeper import sweep
 
-        return sweep(self.scheduler, self.settings)
+        report = sweep(self.scheduler, self.settings)
+        manager = self.oauth if self.settings.oauth_session_secret is not None else None
+        if manager is not None:
+            # Ended sessions' tokens and expired denylist entries: nothing else deletes them.
+            report.oauth_rows_deleted = manager.store.purge()
+        return report
 
     @property
     def _hook_mappings(self) -> dict[str, list[Callable[..., Any]]]:
@@ -532,6 +537,13 @@ class GitHubApp:
         return retry_delay(dict(response.headers), attempt, time.time())
 
     # -- OAuth sessions (full login flow: docs/oauth.md) -------------------------------------
+
+    @property
+    def oauth(self) -> Any:
+        """The OAuth manager (0.2.7's ``github_app.oauth``); None when OAuth is off."""
+        from .oauth.integration import manager_of
+
+        return manager_of(self)
 
     def get_current_user(self, request: Request) -> dict[str, Any]:
         """FastAPI dependency: the live session's claims (Bearer header or cookie), else 401."""

@@ -348,3 +348,24 @@ def test_retry_backoff_is_celerys_exponential_backoff_in_seconds() -> None:
     assert [policy.backoff(n) for n in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
     jittered = RetryPolicy(retry_backoff=2, retry_jitter=True)
     assert all(0 <= jittered.backoff(3) <= 16 for _ in range(50))
+
+
+def test_sweep_purges_expired_oauth_denylist_entries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    env = environment(tmp_path, sqlite_broker_url(tmp_path / "broker.sqlite"))
+    env |= {
+        "GITHUBAPP_OAUTH_CLIENT_ID": "Iv1.test",
+        "GITHUBAPP_OAUTH_CLIENT_SECRET": "client-secret",
+        "GITHUBAPP_OAUTH_SESSION_SECRET": "s" * 40,
+    }
+    app = make_app(monkeypatch, env)
+    store = app.oauth.store
+    now = datetime.now(UTC)
+    store.deny("expired-jti", "session", now - timedelta(minutes=1))
+    store.deny("live-jti", "session", now + timedelta(hours=1))
+    report = app.sweep()
+    assert report.oauth_rows_deleted == 1
+    assert not store.is_denied("expired-jti") and store.is_denied("live-jti")

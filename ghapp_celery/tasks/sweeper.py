@@ -42,12 +42,14 @@ class SweepReport:
     republished: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     broker_rows_deleted: int = 0
+    oauth_rows_deleted: int = 0
 
     def as_dict(self) -> dict[str, object]:
         return {
             "republished": len(self.republished),
             "failed": len(self.failed),
             "broker_rows_deleted": self.broker_rows_deleted,
+            "oauth_rows_deleted": self.oauth_rows_deleted,
         }
 
 
@@ -101,13 +103,13 @@ def sweep(scheduler: CeleryScheduler, settings: Settings, *, limit: int = 500) -
 
 
 def register_sweep_task(
-    celery: Any, scheduler: Callable[[], CeleryScheduler], settings: Settings
+    celery: Any, run_sweep: Callable[[], SweepReport], settings: Settings
 ) -> None:
     """The sweeper as a Celery task, run every ``sweep_interval`` seconds by celery beat."""
 
     @celery.task(name=SWEEP_TASK_NAME, ignore_result=True, shared=False)  # type: ignore[untyped-decorator]
     def sweep_task() -> dict[str, object]:
-        return sweep(scheduler(), settings).as_dict()
+        return run_sweep().as_dict()
 
     schedule = dict(celery.conf.beat_schedule or {})
     schedule.setdefault(
