@@ -174,9 +174,17 @@ def render(result: dict[str, Any]) -> str:
         f"{e['budget_second']} for the second. Wall time {e['first_s']:.2f} s then "
         f"{e['second_s']:.2f} s (a 304 still waits for GitHub's answer).",
         "",
-        "Reproduce: `.venv/bin/python benchmarks/client.py` (about a minute; `--quick` for one "
-        "round). githubkit's defaults keep 20 idle connections, so at concurrency 50 it reopens "
-        "connections; the pool-100 row gives it the same pool as ours.",
+        "Why the rows differ: httpcore's connection pool re-examines every connection each "
+        "time a request starts or ends, so its cost grows with the square of its size. "
+        "githubkit's default pool (httpx's: 100 connections, 20 kept alive) stays small by "
+        "closing and reopening connections; given a 100-connection keep-alive pool like ours "
+        "it spends most of its time in that bookkeeping. AsyncGitHubClient keeps one "
+        "httpx.AsyncClient whose transport deals requests over pools of 10 connections "
+        "(`ghapp_celery/github/_client_transport.py`). githubkit mints an installation token "
+        "per concurrent request until one is cached; ours mints once (single flight).",
+        "",
+        "Reproduce: `.venv/bin/python benchmarks/client.py` (about two minutes; `--quick` for "
+        "one round, `--no-write` to leave this page alone).",
     ]
     return "\n".join(lines)
 

@@ -12,6 +12,7 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
 from starlette.requests import Request
 
@@ -607,3 +608,26 @@ async def test_a_shared_session_is_not_closed_by_its_clients(
     await auth.aclose()
     with pytest.raises(TypeError):
         AsyncGitHubClient(auth, 1, session=session, timeout=3)
+
+
+def test_the_pool_is_split_into_small_shards() -> None:
+    from ghapp_celery.github._client_transport import ShardedAsyncTransport, shard_limits
+
+    count, each = shard_limits(httpx.Limits(max_connections=100, max_keepalive_connections=100))
+    assert (count, each.max_connections, each.max_keepalive_connections) == (10, 10, 10)
+    count, each = shard_limits(httpx.Limits(max_connections=25, max_keepalive_connections=5))
+    assert (count, each.max_connections, each.max_keepalive_connections) == (3, 9, 2)
+    assert shard_limits(httpx.Limits(max_connections=4))[0] == 1
+    transport = ShardedAsyncTransport(httpx.Limits(max_connections=30))
+    assert len(transport.shards) == 3
+
+
+async def test_requests_spread_over_the_shards(
+    fake_github: FakeGitHub, make_client: MakeClient
+) -> None:
+    fake_github.add_repo(REPO, issues=1)
+    gh = make_client(limits=httpx.Limits(max_connections=30, max_keepalive_connections=30))
+    await asyncio.gather(*(gh.get(f"/repos/{REPO}/issues/1", cache=False) for _ in range(30)))
+    transport = gh.session.ahttp()._transport  # type: ignore[attr-defined]
+    used = [len(shard._pool.connections) for shard in transport.shards]
+    assert len(used) == 3 and all(n >= 1 for n in used)

@@ -1,6 +1,7 @@
 """GitHubSession: what every client of a process shares, and one request's decisions.
 
-A session owns the HTTP connection pools (one ``httpx.AsyncClient``, one ``httpx.Client``), the
+A session owns the HTTP connection pools (one ``httpx.AsyncClient``, one ``httpx.Client``, each
+sending through a sharded pool, see ``_client_transport``), the
 ETag cache, the rate-limit tracker and the per-identity concurrency caps. Clients are light
 views over it (a credential plus the session), so a worker handling a hundred installations
 keeps one pool and one cache.
@@ -40,6 +41,7 @@ from ghapp_celery.github._client_core import (
     exhausted_error,
     resource_for,
 )
+from ghapp_celery.github._client_transport import ShardedAsyncTransport, ShardedTransport
 from ghapp_celery.github.cache import CacheEntry, MemoryCache, ResponseCache, cache_key
 
 __all__ = ["REFRESH", "Exchange", "GitHubSession"]
@@ -137,18 +139,16 @@ class GitHubSession:
                         "make one session per loop (ghapp_celery.github.client_for does)"
                     )
             if self._ahttp is None:
-                self._ahttp = httpx.AsyncClient(
-                    timeout=self.timeout, limits=self.limits, transport=self._async_transport
-                )
+                transport = self._async_transport or ShardedAsyncTransport(self.limits)
+                self._ahttp = httpx.AsyncClient(timeout=self.timeout, transport=transport)
                 self._ahttp_loop = loop
             return self._ahttp
 
     def http(self) -> httpx.Client:
         with self._lock:
             if self._http is None:
-                self._http = httpx.Client(
-                    timeout=self.timeout, limits=self.limits, transport=self._transport
-                )
+                transport = self._transport or ShardedTransport(self.limits)
+                self._http = httpx.Client(timeout=self.timeout, transport=transport)
             return self._http
 
     def asemaphore(self, identity: str) -> asyncio.Semaphore:
