@@ -20,6 +20,7 @@ from ghapp_celery.github import (
     client_for,
     configure_sessions,
     session_for,
+    session_resource,
     sync_client_for,
 )
 
@@ -143,3 +144,28 @@ def test_client_for_shares_one_session_per_loop(
     assert blocking.session is not one.session
     assert blocking.get(f"/repos/{REPO}/issues/1").status == 200
     blocking.session.close()
+
+
+def test_session_resource_for_the_worker_loop(
+    fake_github: FakeGitHub, make_auth: Callable[..., GitHubAppAuth]
+) -> None:
+    from ghapp_celery.tasks.loop import WorkerLoop
+
+    fake_github.add_repo(REPO)
+    auth = make_auth()
+    loop = WorkerLoop(name="test-github-loop")
+    loop.register_resource("github", *session_resource(auth))
+    try:
+        session = loop.resource("github")
+
+        async def handler() -> tuple[object, int]:
+            gh = client_for(auth, fake_github.installation_ids[0])
+            status = (await gh.get(f"/repos/{REPO}")).status
+            await auth.aclose()
+            return gh.session, status
+
+        used, status = loop.run(handler())
+        assert used is session and status == 200
+    finally:
+        loop.shutdown()
+    assert session._ahttp is None  # closed on the loop at shutdown

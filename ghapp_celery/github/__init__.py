@@ -17,6 +17,7 @@ from ghapp_celery.github.registry import (
     client_for,
     configure_sessions,
     session_for,
+    session_resource,
     sync_client_for,
 )
 from ghapp_celery.github.sync_client import GitHubClient
@@ -46,5 +47,6 @@ __all__ = [
     "rate_limit_info",
     "retry_delay",
     "session_for",
+    "session_resource",
     "sync_client_for",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ghapp_celery.github._client_session import GitHubSession
@@ -19,7 +20,14 @@ from ghapp_celery.github.auth import GitHubAppAuth
 from ghapp_celery.github.client import AsyncGitHubClient
 from ghapp_celery.github.sync_client import GitHubClient
 
-__all__ = ["aclose_sessions", "client_for", "configure_sessions", "session_for", "sync_client_for"]
+__all__ = [
+    "aclose_sessions",
+    "client_for",
+    "configure_sessions",
+    "session_for",
+    "session_resource",
+    "sync_client_for",
+]
 
 _lock = threading.Lock()
 _async: weakref.WeakKeyDictionary[
@@ -90,3 +98,26 @@ async def aclose_sessions(auth: GitHubAppAuth | None = None) -> None:
                 found.append(session)
     for session in found:
         await session.aclose()
+
+
+def session_resource(
+    auth: GitHubAppAuth,
+) -> tuple[Callable[[], GitHubSession], Callable[[Any], Awaitable[None]]]:
+    """(factory, closer) for ``worker_loop.register_resource``: the worker loop then creates the
+    process's session on its own thread and closes it at shutdown::
+
+        worker_loop.register_resource("github", *session_resource(app.auth))
+    """
+
+    def factory() -> GitHubSession:
+        return session_for(auth)
+
+    async def closer(session: Any) -> None:
+        loop = asyncio.get_running_loop()
+        with _lock:
+            per_loop = _async.get(auth)
+            if per_loop is not None and per_loop.get(loop) is session:
+                del per_loop[loop]
+        await session.aclose()
+
+    return factory, closer
