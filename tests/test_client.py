@@ -631,3 +631,39 @@ async def test_requests_spread_over_the_shards(
     transport = gh.session.ahttp()._transport  # type: ignore[attr-defined]
     used = [len(shard._pool.connections) for shard in transport.shards]
     assert len(used) == 3 and all(n >= 1 for n in used)
+
+
+async def test_429_with_retry_after_is_a_secondary_limit(
+    fake_github: FakeGitHub, make_client: MakeClient
+) -> None:
+    fake_github.add_repo(REPO)
+    gh = make_client()
+    await gh.get("/installation/repositories")
+    fake_github.fail_next(
+        429,
+        headers={"retry-after": "5"},
+        json={"message": "You have exceeded a secondary rate limit."},
+    )
+    with pytest.raises(SecondaryRateLimited) as caught:
+        await gh.get(f"/repos/{REPO}")
+    assert caught.value.status == 429 and caught.value.retry_after == 5
+
+
+async def test_last_modified_revalidation_without_an_etag(client_options: dict[str, Any]) -> None:
+    """FakeGitHub always sends an ETag; an answer with only Last-Modified needs respx."""
+    import respx
+
+    stamp = "Tue, 01 Jul 2025 10:00:00 GMT"
+    with respx.mock(base_url="https://api.github.com") as mock:
+        route = mock.get("/repos/o/r").mock(
+            side_effect=[
+                httpx.Response(200, json={"id": 1}, headers={"last-modified": stamp}),
+                httpx.Response(304),
+            ]
+        )
+        async with AsyncGitHubClient(token="ghu_test", **client_options) as gh:
+            await gh.get("/repos/o/r")
+            again = await gh.get("/repos/o/r")
+        assert again.from_cache and again.data == {"id": 1}
+        assert route.calls[1].request.headers["if-modified-since"] == stamp
+        assert "if-none-match" not in route.calls[1].request.headers
