@@ -10,19 +10,18 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI
 
-from . import compat
+from ._app_background import BackgroundMixin
+from ._app_credentials import CredentialsMixin
+from ._app_oauth import OAuthMixin
 from .config import Settings
 from .context import current_delivery, set_current_delivery
 from .exceptions import GitHubAppError
-from .github.auth import GitHubAppAuth, InstallationAuthorization
-from .github.ratelimit import is_rate_limited, rate_limit_info, retry_delay
 from .intake import IntakePolicy, WebhookIntake
 from .policy import RetryPolicy
 from .routing import HandlerRegistry
@@ -31,9 +30,9 @@ from .webhooks import Delivery
 if TYPE_CHECKING:
     from celery import Celery
 
-    from .store import DeliveryStore, RunRecord
+    from .github.auth import GitHubAppAuth
+    from .store import DeliveryStore
     from .tasks.scheduler import CeleryScheduler
-    from .tasks.sweeper import SweepReport
 
 __all__ = ["GitHubApp"]
 
@@ -71,8 +70,11 @@ def _secret_fields(secret: Any) -> dict[str, Any]:
     return {"webhook_secret": _text(secret)}
 
 
-class GitHubApp:
+class GitHubApp(BackgroundMixin, CredentialsMixin, OAuthMixin):
     """Receive GitHub webhooks on a FastAPI app and act as a GitHub App.
+
+    The GitHub credentials and clients (``_app_credentials``), the background side
+    (``_app_background``) and OAuth (``_app_oauth``) live in mixins of their own modules.
 
     ``GitHubApp(app)`` reads ``GITHUBAPP_*`` from the environment (and ``app.config``);
     keyword arguments win over both.
@@ -336,79 +338,6 @@ class GitHubApp:
 
         return decorator
 
-    # -- background handlers: Celery, the store, the scheduler ------------------------------
-
-    @property
-    def celery(self) -> Celery:
-        """The Celery app running this GitHubApp's background handlers.
-
-        Point workers at it: ``celery -A myapp:celery worker -Q github.issues``.
-        """
-        if self._celery is None:
-            with self._lock:
-                if self._celery is None:
-                    from .tasks.celery_app import make_celery
-                    from .tasks.handlers import register_handler_task
-                    from .tasks.loop import install_signal_handlers
-                    from .tasks.sweeper import register_sweep_task
-
-                    celery = make_celery(self.registry, self.settings)
-                    for spec in self.registry.background():
-                        register_handler_task(celery, self, spec)
-                    register_sweep_task(celery, self.sweep, self.settings)
-                    install_signal_handlers(celery)
-                    self._celery = celery
-        return self._celery
-
-    @property
-    def store(self) -> DeliveryStore:
-        """The delivery store (SQLite in GITHUBAPP_DATA_DIR unless GITHUBAPP_DATABASE_URL)."""
-        if self._store is None:
-            with self._lock:
-                if self._store is None:
-                    from .store import DeliveryStore
-
-                    self._store = DeliveryStore(self.settings.store_url())
-        return self._store
-
-    @property
-    def scheduler(self) -> CeleryScheduler:
-        if self._scheduler is None:
-            from .tasks.scheduler import CeleryScheduler
-
-            self._scheduler = CeleryScheduler(self.celery, self.store)
-        return self._scheduler
-
-    def replay(self, delivery_id: str) -> list[RunRecord]:
-        """Run a delivery's failed and dead handlers again; returns the runs published."""
-        runs = self.store.replay(delivery_id)
-        record = self.store.get_delivery(delivery_id, with_payload=True)
-        if record is None or record.payload is None or not runs:
-            return []
-        delivery = Delivery(
-            id=record.id,
-            event=record.event,
-            payload=record.payload,
-            action=record.action,
-            installation_id=record.installation_id,
-            hook_id=record.hook_id,
-            target_type=record.target_type,
-            target_id=record.target_id,
-        )
-        published = set(self.scheduler.publish(runs, delivery))
-        return [run for run in runs if run.id in published]
-
-    def sweep(self) -> SweepReport:
-        """Republish runs that were never published or whose worker died (see tasks.sweeper)."""
-        from .tasks.sweeper import sweep
-
-        report = sweep(self.scheduler, self.settings)
-        manager = self.oauth if self.settings.oauth_session_secret is not None else None
-        if manager is not None:
-            # Ended sessions' tokens and expired denylist entries: nothing else deletes them.
-            report.oauth_rows_deleted = manager.store.purge()
-        return report
-
     @property
     def _hook_mappings(self) -> dict[str, list[Callable[..., Any]]]:
         return self.registry.mapping()
@@ -439,149 +368,3 @@ class GitHubApp:
     def event(self) -> str | None:
         delivery = current_delivery()
         return delivery.event if delivery else None
-
-    def _installation_id(self, installation_id: int | None) -> int:
-        if installation_id is not None:
-            return installation_id
-        delivery = current_delivery()
-        if delivery is None or delivery.installation_id is None:
-            raise GitHubAppError(
-                "Missing installation id; provide installation_id or call within a webhook "
-                "delivery that has one",
-                status=400,
-            )
-        return delivery.installation_id
-
-    # -- GitHub credentials and clients ------------------------------------------------------
-
-    @property
-    def auth(self) -> GitHubAppAuth:
-        """The app's credentials: JWTs and one installation-token cache for sync and async."""
-        if self._auth is None:
-            with self._lock:
-                if self._auth is None:
-                    s = self.settings
-                    self._auth = GitHubAppAuth(
-                        s.id,
-                        s.private_key_pem(),
-                        base_url=self.base_url,
-                        refresh_margin=s.token_refresh_margin,
-                        rate_limit_retries=s.rate_limit_retries,
-                        rate_limit_max_sleep=s.rate_limit_max_sleep,
-                        timeout=s.http_timeout,
-                    )
-        return self._auth
-
-    def _create_jwt(self, expiration: int = 60) -> str:
-        return self.auth.create_jwt(expiration)
-
-    def get_access_token(
-        self, installation_id: int, user_id: int | None = None
-    ) -> InstallationAuthorization:
-        return self.auth.get_access_token(installation_id, user_id)
-
-    async def aget_access_token(
-        self, installation_id: int, user_id: int | None = None
-    ) -> InstallationAuthorization:
-        return await self.auth.aget_access_token(installation_id, user_id)
-
-    def list_installations(self, per_page: int = 30, page: int = 1) -> list[dict[str, Any]]:
-        return self.auth.list_installations(per_page=per_page, page=page)
-
-    async def alist_installations(self, per_page: int = 30, page: int = 1) -> list[dict[str, Any]]:
-        return await self.auth.alist_installations(per_page=per_page, page=page)
-
-    @property
-    def installation_token(self) -> str | None:
-        """The current delivery's installation token (cached; minted on first use)."""
-        delivery = current_delivery()
-        if delivery is None or delivery.installation_id is None:
-            return None
-        cached = self.auth.cached_token(delivery.installation_id)
-        return (cached or self.get_access_token(delivery.installation_id)).token
-
-    def client(self, installation_id: int | None = None) -> Any:
-        """A synchronous ghapi ``GhApi`` acting as the installation, on ``github_app_url``."""
-        from ghapi.all import GhApi
-
-        token = self.get_access_token(self._installation_id(installation_id)).token
-        api = GhApi(token=token, gh_host=self.base_url, sync=True)  # type: ignore[no-untyped-call]
-        if compat.rate_limit_handling_active():
-            return compat.RateLimitedGhApi(api, self)
-        return api
-
-    def get_client(self, installation_id: int | None = None) -> Any:
-        return self.client(installation_id)
-
-    async def aclient(self, installation_id: int | None = None) -> Any:
-        """The asynchronous ghapi client (ghapi 2.x's default), for ``async def`` handlers."""
-        from ghapi.all import GhApi
-
-        auth = await self.aget_access_token(self._installation_id(installation_id))
-        return GhApi(token=auth.token, gh_host=self.base_url)  # type: ignore[no-untyped-call]
-
-    def retry_with_rate_limit(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        s = self.settings
-        return compat.retry_with_rate_limit(
-            func, *args, retries=s.rate_limit_retries, max_sleep=s.rate_limit_max_sleep, **kwargs
-        )
-
-    # 0.2.7's private helpers, kept because tests in the wild call them.
-    def _is_rate_limited(self, response: Any) -> bool:
-        return is_rate_limited(response.status_code, dict(response.headers))
-
-    def _extract_rate_limit_info(self, response: Any) -> dict[str, Any]:
-        return rate_limit_info(dict(response.headers))
-
-    def _calculate_retry_delay(self, response: Any, attempt: int) -> float:
-        return retry_delay(dict(response.headers), attempt, time.time())
-
-    # -- OAuth sessions (full login flow: docs/oauth.md) -------------------------------------
-
-    @property
-    def oauth(self) -> Any:
-        """The OAuth manager (0.2.7's ``github_app.oauth``); None when OAuth is off."""
-        from .oauth.integration import manager_of
-
-        return manager_of(self)
-
-    def get_current_user(self, request: Request) -> dict[str, Any]:
-        """FastAPI dependency: the live session's claims (Bearer header or cookie), else 401."""
-        from .oauth.integration import current_user
-
-        return current_user(self, request)
-
-    def require_user(self, request: Request) -> dict[str, Any]:
-        """``Depends(github_app.require_user)``: the same as get_current_user."""
-        return self.get_current_user(request)
-
-    def optional_user(self, request: Request) -> dict[str, Any] | None:
-        """``Depends(github_app.optional_user)``: the session's claims, or None for a visitor."""
-        from .oauth.integration import optional_user
-
-        return optional_user(self, request)
-
-    def user_github(self, user: dict[str, Any] | None) -> Any:
-        """A GitHub client acting as the signed-in ``user`` (tokens refreshed as needed)."""
-        from .oauth.integration import user_github
-
-        return user_github(self, user)
-
-    def on_login(self, func: F) -> F:
-        """Call ``func(user, request)`` (sync or async) after each login; may raise to refuse."""
-        from .oauth.integration import register_login
-
-        register_login(self, func)
-        return func
-
-    def on_logout(self, func: F) -> F:
-        """Call ``func(claims, request)`` (sync or async) after each logout."""
-        from .oauth.integration import register_logout
-
-        register_logout(self, func)
-        return func
-
-    def _mount_oauth(self, app: FastAPI) -> None:
-        from .oauth.integration import mount
-
-        mount(self, app)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
@@ -65,9 +65,11 @@ def build_status_router(
         limit: int = Query(default=50, ge=1, le=500),
         cursor: str | None = None,
     ) -> JSONResponse:
-        # A time without an offset is taken as UTC (the store keeps UTC).
-        since = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
-        until = until.replace(tzinfo=UTC) if until and until.tzinfo is None else until
+        # A time without an offset is ambiguous: refuse it rather than guess a zone.
+        if any(t is not None and t.tzinfo is None for t in (since, until)):
+            raise HTTPException(
+                400, detail="since and until need a UTC offset, e.g. 2024-01-01T00:00:00Z"
+            )
         if state is not None and state not in _STATES:
             raise HTTPException(400, detail=f"state must be one of {sorted(_STATES)}")
         try:

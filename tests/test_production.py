@@ -186,4 +186,9 @@ def test_workers_take_only_their_queues_on_redis_with_postgresql(
         ("issues", "succeeded", "github.issues", "succeeded", 3),
     ]
     # Nothing left for the sweeper.
-    assert app.sweep().as_dict() == {"republished": 0, "failed": 0, "broker_rows_deleted": 0}
+    assert app.sweep().as_dict() == {
+        "republished": 0,
+        "failed": 0,
+        "broker_rows_deleted": 0,
+        "oauth_rows_deleted": 0,
+    }
