@@ -32,6 +32,6 @@ task_serializer = "json"
 accept_content = ["json"]
 event_serializer = "json"
 
-# Events, so Flower and `celery events` can follow the tasks.
-worker_send_task_events = True
-task_send_sent_event = True
+# Events for Flower and `celery events` are off unless GITHUBAPP_TASK_EVENTS=true (or the
+# workers run with -E), as in Celery: each task then costs several extra broker publishes.
+# Setting worker_send_task_events / task_send_sent_event here overrides that.

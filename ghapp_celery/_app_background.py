@@ -95,7 +95,7 @@ class BackgroundMixin:
             target_type=record.target_type,
             target_id=record.target_id,
         )
-        published = set(self.scheduler.publish(runs, delivery))
+        published = set(self.scheduler.republish(runs, delivery))
         return [run for run in runs if run.id in published]
 
     def sweep(self) -> SweepReport:

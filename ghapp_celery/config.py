@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     sweep_queued_after: float = Field(
         default=900.0, gt=0, description="Republish runs queued but not started this long."
     )
+    task_events: bool = Field(
+        default=False,
+        description="Send Celery task events (Flower, celery events); costs publishes per task.",
+    )
     status_token: SecretStr | None = Field(
         default=None, description="Bearer token for the status API; the API is off without it."
     )

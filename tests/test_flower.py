@@ -126,7 +126,11 @@ def stack(
 ) -> Iterator[tuple[GitHubApp, str, CeleryWorker, Flower]]:
     require_flower()
     with redis_server(tmp_path / "redis") as broker:
-        env = {**environment(tmp_path, broker), "GITHUBAPP_VISIBILITY_TIMEOUT": "120"}
+        env = {
+            **environment(tmp_path, broker),
+            "GITHUBAPP_VISIBILITY_TIMEOUT": "120",
+            "GITHUBAPP_TASK_EVENTS": "true",  # events are opt-in, as in Celery
+        }
         app = make_app(monkeypatch, env)
         worker = CeleryWorker(
             "tests.bgapp:celery",
@@ -144,10 +148,14 @@ def stack(
             yield app, url, worker, flower
 
 
-def test_our_celery_app_sends_task_events(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """What Flower depends on, as the worker sees it (celeryconfig and make_celery agree)."""
-    app = make_app(monkeypatch, environment(tmp_path, "redis://127.0.0.1:1/0"))
-    conf = app.celery.conf
+def test_task_events_are_opt_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What Flower depends on: off by default (each event is a broker publish per task),
+    on with GITHUBAPP_TASK_EVENTS=true (or celery worker -E)."""
+    env = environment(tmp_path, "redis://127.0.0.1:1/0")
+    monkeypatch.delenv("GITHUBAPP_TASK_EVENTS", raising=False)
+    off = make_app(monkeypatch, env).celery.conf
+    assert not off.worker_send_task_events and not off.task_send_sent_event
+    conf = make_app(monkeypatch, {**env, "GITHUBAPP_TASK_EVENTS": "true"}).celery.conf
     assert conf.worker_send_task_events is True
     assert conf.task_send_sent_event is True
     assert conf.event_serializer == "json"

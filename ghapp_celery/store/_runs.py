@@ -22,6 +22,7 @@ __all__ = [
     "claim",
     "due_for_sweep",
     "mark_queued",
+    "mark_unpublished",
     "record_runs",
     "renew_leases",
     "replay",
@@ -54,19 +55,21 @@ _REARM_MANY = (
 )
 
 
-def _new_run(delivery_id: str, plan: RunPlan, now: datetime) -> dict[str, Any]:
+def _new_run(
+    delivery_id: str, plan: RunPlan, now: datetime, queued: bool = False
+) -> dict[str, Any]:
     return {
         "id": str(uuid.uuid4()),
         "delivery_id": delivery_id,
         "handler": plan.handler,
         "task_name": plan.task_name,
         "queue": plan.queue,
-        "state": RunState.RECEIVED.value,
+        "state": (RunState.QUEUED if queued else RunState.RECEIVED).value,
         "attempts": 0,
         "last_error": None,
         "created_at": now,
         "updated_at": now,
-        "published_at": None,
+        "published_at": now if queued else None,
         "started_at": None,
         "finished_at": None,
         "lease_expires_at": None,
@@ -82,8 +85,14 @@ def record_runs(
     now: datetime,
     *,
     redelivery: bool,
+    queued: bool = False,
 ) -> list[RunRecord]:
-    """Insert new runs, re-arm failed/dead ones; return both (what must be published)."""
+    """Insert new runs, re-arm failed/dead ones; return both (what must be published).
+
+    ``queued``: the caller publishes right after the commit, so the runs are recorded as
+    QUEUED at once (saving a write per delivery); it calls ``mark_unpublished`` for any it
+    then fails to publish.
+    """
     existing: dict[str, Mapping[Any, Any]] = {}
     if redelivery:
         rows = conn.execute(select(runs).where(runs.c.delivery_id == delivery_id))
@@ -93,7 +102,7 @@ def record_runs(
     for plan in plans:
         old = existing.get(plan.handler)
         if old is None:
-            new_rows.append(_new_run(delivery_id, plan, now))
+            new_rows.append(_new_run(delivery_id, plan, now, queued))
         elif old["state"] in REPLAYABLE:
             # The routing may have changed since the first delivery: follow the new plan.
             changes = {"updated_at": now, "task_name": plan.task_name, "queue": plan.queue}
@@ -107,6 +116,14 @@ def record_runs(
             for r in rearmed
         ]
         conn.execute(_REARM_MANY, params)
+        if queued:
+            ids = [r["id"] for r in rearmed]
+            conn.execute(
+                update(runs)
+                .where(runs.c.id.in_(ids))
+                .values(state=RunState.QUEUED.value, published_at=now)
+            )
+            rearmed = [{**r, "state": RunState.QUEUED.value, "published_at": now} for r in rearmed]
     if redelivery:
         _sql.refresh_delivery_states(conn, [delivery_id])
     return [_sql.run_from_row(run) for run in (*rearmed, *new_rows)]
@@ -127,6 +144,19 @@ def mark_queued(conn: Connection, run_ids: Sequence[str], now: datetime) -> None
         .values(
             state=RunState.QUEUED.value, published_at=now, updated_at=now, lease_expires_at=None
         )
+        .returning(runs.c.delivery_id)
+    )
+    _sql.refresh_delivery_states(conn, list(updated.scalars()))
+
+
+def mark_unpublished(conn: Connection, run_ids: Sequence[str], now: datetime) -> None:
+    """QUEUED runs whose message could not be sent go back to RECEIVED (for the sweeper)."""
+    owners = select(runs.c.delivery_id).where(runs.c.id.in_(run_ids)).distinct()
+    _sql.lock_deliveries(conn, list(conn.execute(owners).scalars()))
+    updated = conn.execute(
+        update(runs)
+        .where(runs.c.id.in_(run_ids), runs.c.state == RunState.QUEUED)
+        .values(state=RunState.RECEIVED.value, published_at=None, updated_at=now)
         .returning(runs.c.delivery_id)
     )
     _sql.refresh_delivery_states(conn, list(updated.scalars()))

@@ -20,6 +20,7 @@ from ..exceptions import ConfigurationError
 from ..webhooks import Delivery
 from . import _reads, _runs, _sql
 from . import migrate as _migrate
+from ._writelock import SQLiteWriteLock
 from .engine import WRITE, fork_safe, make_engine, prepare_sqlite_path, unavailable_on_error
 from .models import deliveries
 from .records import DeliveryRecord, DeliveryState, Page, RunPlan, RunRecord, RunState
@@ -67,6 +68,9 @@ class DeliveryStore:
             self._engine.dispose()
             raise ConfigurationError("The delivery store supports SQLite and PostgreSQL only")
         self._auto_upgrade = auto_upgrade
+        self._write_lock = (
+            SQLiteWriteLock(self._engine.url.database) if self._dialect == "sqlite" else None
+        )
         self._ready = False
         self._ready_lock = threading.Lock()
         self._pid = os.getpid()
@@ -95,6 +99,15 @@ class DeliveryStore:
     @contextmanager
     def _tx(self, *, write: bool) -> Iterator[Connection]:
         self._ensure_ready()
+        if write and self._write_lock is not None:
+            with self._write_lock.held(), self._connection(write) as conn:
+                yield conn
+        else:
+            with self._connection(write) as conn:
+                yield conn
+
+    @contextmanager
+    def _connection(self, write: bool) -> Iterator[Connection]:
         with unavailable_on_error(), self._engine.connect() as conn:
             if write:
                 conn.execution_options(**{WRITE: True})
@@ -122,13 +135,23 @@ class DeliveryStore:
     # -- the intake ---------------------------------------------------------------------------
 
     def record(
-        self, delivery: Delivery, plans: Sequence[RunPlan], *, now: datetime | None = None
+        self,
+        delivery: Delivery,
+        plans: Sequence[RunPlan],
+        *,
+        now: datetime | None = None,
+        queued: bool = False,
     ) -> list[RunRecord]:
         """Record a delivery and its planned runs; return the runs the caller must publish.
 
         A redelivery (same X-GitHub-Delivery) counts up ``redeliveries``; of its runs, new
         ones and FAILED/DEAD ones (re-armed; attempts and last_error kept) are returned,
         SUCCEEDED ones are not run again and in-flight ones are left to their worker.
+
+        ``queued=True`` records the returned runs as QUEUED straight away, for a caller that
+        publishes them right after this commit (one write per delivery instead of two); it
+        must call ``mark_unpublished`` for those it fails to publish. Should the process die
+        between the two, the sweeper's queued-too-long case republishes them.
         """
         at = _utc(now)
         by_handler: dict[str, RunPlan] = {}
@@ -144,14 +167,20 @@ class DeliveryStore:
             "target_type": delivery.target_type,
             "target_id": delivery.target_id,
             "received_at": delivery.received_at,
-            "state": (DeliveryState.RECEIVED if unique else DeliveryState.SUCCEEDED).value,
+            "state": (
+                (DeliveryState.QUEUED if queued else DeliveryState.RECEIVED)
+                if unique
+                else DeliveryState.SUCCEEDED
+            ).value,
             "redeliveries": 0,
             "payload": _sql.compress_payload(delivery.payload),  # outside the transaction
         }
         with self._tx(write=True) as conn:
             upsert = _sql.upsert_delivery(self._dialect, values)
             redeliveries = conn.execute(upsert).scalar_one()
-            return _runs.record_runs(conn, delivery.id, unique, at, redelivery=redeliveries > 0)
+            return _runs.record_runs(
+                conn, delivery.id, unique, at, redelivery=redeliveries > 0, queued=queued
+            )
 
     def mark_queued(self, run_ids: Sequence[str], *, now: datetime | None = None) -> None:
         """The runs were published to the broker: RECEIVED -> QUEUED, published_at = now.
@@ -165,6 +194,14 @@ class DeliveryStore:
         if ids:
             with self._tx(write=True) as conn:
                 _runs.mark_queued(conn, ids, at)
+
+    def mark_unpublished(self, run_ids: Sequence[str], *, now: datetime | None = None) -> None:
+        """Runs recorded QUEUED whose message could not be sent: back to RECEIVED, so the
+        sweeper publishes them after ``unpublished_after``."""
+        ids = sorted(set(run_ids))
+        if ids:
+            with self._tx(write=True) as conn:
+                _runs.mark_unpublished(conn, ids, _utc(now))
 
     # -- the workers --------------------------------------------------------------------------
 

@@ -49,8 +49,6 @@ RELIABILITY_DEFAULTS: dict[str, Any] = {
     "accept_content": ["json"],
     "event_serializer": "json",
     "broker_connection_retry_on_startup": True,
-    "worker_send_task_events": True,
-    "task_send_sent_event": True,
     "task_default_queue": DEFAULT_QUEUE,
     "worker_hijack_root_logger": False,
 }
@@ -127,7 +125,11 @@ def make_celery(
     """Build the Celery app for a GitHubApp's handlers."""
     celery = Celery(main, set_as_current=False)
     _load_config_module(celery, settings.celery_config_module)
-    for key, value in RELIABILITY_DEFAULTS.items():
+    events = {
+        "worker_send_task_events": settings.task_events,
+        "task_send_sent_event": settings.task_events,
+    }
+    for key, value in {**RELIABILITY_DEFAULTS, **events}.items():
         if key not in celery.conf.changes:
             celery.conf[key] = value
 

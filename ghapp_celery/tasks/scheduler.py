@@ -55,11 +55,11 @@ class CeleryScheduler:
             RunPlan(handler=s.task_name, task_name=s.task_name, queue=self.queue(s.task_name))
             for s in specs
         ]
-        return self.store.record(delivery, plans)
+        return self.store.record(delivery, plans, queued=True)
 
     def publish(self, runs: Sequence[RunRecord], delivery: Delivery) -> list[str]:
-        """Send one message per run; returns the ids published. Never raises for the broker:
-        whatever could not be sent stays ``received`` in the store for the sweeper."""
+        """Send one message per run; returns the ids sent. Never raises for the broker: the
+        callers record what could not be sent for the sweeper."""
         if not runs:
             return []
         message = delivery_message(delivery)
@@ -99,11 +99,17 @@ class CeleryScheduler:
                 )
                 break
             published.append(run.id)
+        return published
+
+    def republish(self, runs: Sequence[RunRecord], delivery: Delivery) -> list[str]:
+        """Publish runs the store holds as received or expired (sweeper, replay), then mark
+        the ones sent QUEUED."""
+        published = self.publish(runs, delivery)
         if published:
             try:
                 self.store.mark_queued(published)
             except Exception:
-                # The messages are out; a run left 'received' is republished by the sweeper
+                # The messages are out; a run left as it was is republished by a later sweep
                 # and the duplicate message is skipped by the claim in the worker.
                 LOG.warning("Could not mark runs %s queued", published, exc_info=True)
         return published
@@ -111,5 +117,13 @@ class CeleryScheduler:
     def record_and_publish(
         self, delivery: Delivery, specs: Sequence[HandlerSpec]
     ) -> tuple[list[RunRecord], list[str]]:
-        runs = self.record(delivery, specs)
-        return runs, self.publish(runs, delivery)
+        runs = self.record(delivery, specs)  # committed, already QUEUED
+        published = self.publish(runs, delivery)
+        unsent = [run.id for run in runs if run.id not in set(published)]
+        if unsent:
+            try:
+                self.store.mark_unpublished(unsent)
+            except Exception:
+                # Left QUEUED: the sweeper's queued-too-long case republishes them.
+                LOG.warning("Could not mark runs %s unpublished", unsent, exc_info=True)
+        return runs, published

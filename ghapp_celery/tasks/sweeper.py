@@ -90,7 +90,7 @@ def sweep(scheduler: CeleryScheduler, settings: Settings, *, limit: int = 500) -
             target_type=delivery.target_type,
             target_id=delivery.target_id,
         )
-        if scheduler.publish([run], original):
+        if scheduler.republish([run], original):
             report.republished.append(run.id)
         else:
             report.failed.append(run.id)
