@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import base64
 import binascii
 import json
@@ -110,14 +112,22 @@ def lock_deliveries(conn: Connection, delivery_ids: Sequence[str]) -> list[str]:
     return list(conn.execute(stmt).scalars())
 
 
-def upsert_delivery(dialect: str, values: dict[str, Any]) -> Insert:
-    """INSERT the delivery, or count a redelivery; RETURNING redeliveries (0 means new)."""
+@functools.cache
+def upsert_delivery(dialect: str) -> Insert:
+    """INSERT the delivery, or count a redelivery; RETURNING redeliveries (0 means new).
+
+    Built once per dialect and executed with the row as parameters: building it per call
+    cost more than the commit (SQLAlchemy coerces and keys every value of ``.values()``).
+    """
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(deliveries).values(**values)
-    return stmt.on_conflict_do_update(
-        index_elements=[deliveries.c.id],
-        set_={"redeliveries": deliveries.c.redeliveries + 1},
-    ).returning(deliveries.c.redeliveries)
+    return (
+        insert(deliveries)
+        .on_conflict_do_update(
+            index_elements=[deliveries.c.id],
+            set_={"redeliveries": deliveries.c.redeliveries + 1},
+        )
+        .returning(deliveries.c.redeliveries)
+    )
 
 
 def run_from_row(row: Mapping[Any, Any]) -> RunRecord:

@@ -176,8 +176,7 @@ class DeliveryStore:
             "payload": _sql.compress_payload(delivery.payload),  # outside the transaction
         }
         with self._tx(write=True) as conn:
-            upsert = _sql.upsert_delivery(self._dialect, values)
-            redeliveries = conn.execute(upsert).scalar_one()
+            redeliveries = conn.execute(_sql.upsert_delivery(self._dialect), values).scalar_one()
             return _runs.record_runs(
                 conn, delivery.id, unique, at, redelivery=redeliveries > 0, queued=queued
             )
