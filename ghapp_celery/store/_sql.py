@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import functools
-
 import base64
 import binascii
+import functools
 import json
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
