@@ -108,7 +108,7 @@ def test_purge_drops_expired_entries_only(store: OAuthStore) -> None:
 
 def test_naive_datetimes_are_refused(store: OAuthStore) -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
-        store.deny("x", "session", datetime(2026, 1, 1))  # noqa: DTZ001
+        store.deny("x", "session", datetime(2026, 1, 1))
 
 
 def test_shares_the_delivery_stores_database_and_migrations(tmp_path: Path) -> None:
