@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from celery import Celery
 
     from .config import Settings
+    from .github.auth import GitHubAppAuth
     from .store import DeliveryStore, RunRecord
     from .tasks.scheduler import CeleryScheduler
     from .tasks.sweeper import SweepReport
@@ -37,6 +38,9 @@ class BackgroundMixin:
 
         @property
         def oauth(self) -> Any: ...
+
+        @property
+        def auth(self) -> GitHubAppAuth: ...
 
     @property
     def celery(self) -> Celery:

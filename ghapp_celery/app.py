@@ -220,6 +220,7 @@ class GitHubApp(BackgroundMixin, CredentialsMixin, OAuthMixin):
                 self._intake_policy,
                 sync_threads=self.settings.sync_handler_threads,
                 scheduler=lambda: self.scheduler,
+                auth=lambda: self.auth,
             )
         return self._intake
 
@@ -295,6 +296,9 @@ class GitHubApp(BackgroundMixin, CredentialsMixin, OAuthMixin):
     async def aclose(self) -> None:
         """Close the HTTP clients this app opened (called on the FastAPI app's shutdown)."""
         if self._auth is not None:
+            from .github import aclose_sessions
+
+            await aclose_sessions(self._auth)
             await self._auth.aclose()
             self._auth.close()
 

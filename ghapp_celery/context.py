@@ -10,10 +10,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
+from .exceptions import ConfigurationError
 from .webhooks import Delivery
+
+if TYPE_CHECKING:
+    from .github import AsyncGitHubClient, GitHubClient
+    from .github.auth import GitHubAppAuth
 
 __all__ = ["Event", "current_delivery", "delivery_context", "set_current_delivery"]
 
@@ -49,6 +54,28 @@ class Event:
     """
 
     delivery: Delivery
+    auth: GitHubAppAuth | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def github(self) -> AsyncGitHubClient:
+        """The GitHub client acting as this delivery's installation (the app itself when the
+        delivery has none), on the process's shared session: one connection pool, one ETag
+        cache and one rate-limit tracker for every handler. Cheap; never close it."""
+        from .github import client_for
+
+        return client_for(self._auth(), self.installation_id)
+
+    @property
+    def github_sync(self) -> GitHubClient:
+        """The blocking twin of ``github``, for plain ``def`` handlers."""
+        from .github import sync_client_for
+
+        return sync_client_for(self._auth(), self.installation_id)
+
+    def _auth(self) -> GitHubAppAuth:
+        if self.auth is None:
+            raise ConfigurationError("This Event was made without the app's GitHub credentials")
+        return self.auth
 
     @property
     def payload(self) -> dict[str, Any]:

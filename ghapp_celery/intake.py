@@ -114,10 +114,12 @@ class WebhookIntake:
         *,
         sync_threads: int = 100,
         scheduler: Callable[[], Scheduler] | None = None,
+        auth: Callable[[], Any] | None = None,
     ) -> None:
         self.registry = registry
         self._policy = policy
         self._scheduler = scheduler
+        self._auth = auth  # the app's GitHubAppAuth, for Event.github
         self._sync_threads = sync_threads
         self._executor: ThreadPoolExecutor | None = None
 
@@ -229,7 +231,11 @@ class WebhookIntake:
         return calls, failed
 
     async def call(self, spec: HandlerSpec, delivery: Delivery) -> Any:
-        args = (Event(delivery),) if spec.takes_event else ()
+        args = (
+            (Event(delivery, auth=self._auth() if self._auth else None),)
+            if spec.takes_event
+            else ()
+        )
         if spec.is_async:
             return await spec.func(*args)
         # Run in a copy of this context, so the handler still sees this delivery through

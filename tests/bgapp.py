@@ -84,6 +84,25 @@ async def too_slow(event: Event) -> None:
     await asyncio.sleep(30)
 
 
+async def thank(event: Event) -> int:
+    """DESIGN section 1's handler: comment on the issue as the installation."""
+    repo = event.payload["repository"]["full_name"]
+    number = event.payload["issue"]["number"]
+    response = await event.github.post(
+        f"/repos/{repo}/issues/{number}/comments", json={"body": f"Thanks! ({event.action})"}
+    )
+    return int(response.data["id"])
+
+
+def thank_sync(event: Event) -> int:
+    repo = event.payload["repository"]["full_name"]
+    number = event.payload["issue"]["number"]
+    response = event.github_sync.post(
+        f"/repos/{repo}/issues/{number}/comments", json={"body": f"Thanks! ({event.action})"}
+    )
+    return int(response.data["id"])
+
+
 def noop(event: Event) -> None:
     return None
 
@@ -104,6 +123,9 @@ def build() -> GitHubApp:
         too_slow
     )
     app.on("issues.milestoned", background=True)(blocks_past_its_lease)
+    app.on("issues.pinned", background=True, retry=FAST)(thank)  # event.github in a worker
+    app.on("issues.unpinned")(thank)  # inline, in the web process's loop
+    app.on("issues.demilestoned")(thank_sync)  # inline, blocking client in a thread
     app.on("push", background=True, queue="github.bulk")(noop)
     app.on("ping")(lambda: "pong")
     app.web = web  # type: ignore[attr-defined]

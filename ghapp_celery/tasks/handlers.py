@@ -13,6 +13,7 @@ limit, with a countdown to the reset, counted apart); failed (permanent); dead (
 from __future__ import annotations
 
 import logging
+import os
 import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -25,10 +26,11 @@ from ..policy import Outcome, classify
 from ..routing import HandlerSpec
 from ..webhooks import Delivery
 from .lease import lease_keeper
-from .loop import run_handler
+from .loop import run_handler, worker_loop
 
 if TYPE_CHECKING:
     from ..config import Settings
+    from ..github.auth import GitHubAppAuth
     from ..store import DeliveryStore
 
 __all__ = [
@@ -51,6 +53,9 @@ class AppServices(Protocol):
 
     @property
     def store(self) -> DeliveryStore: ...
+
+    @property
+    def auth(self) -> GitHubAppAuth: ...
 
 
 def delivery_message(delivery: Delivery) -> dict[str, Any]:
@@ -90,6 +95,23 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+_sessions_ready: set[tuple[int, int]] = set()
+
+
+def _ensure_github_session(auth: GitHubAppAuth) -> None:
+    """Create the process's GitHub session on the worker loop once, as a loop resource, so
+    the loop closes it at shutdown (``Event.github`` then finds it there)."""
+    key = (os.getpid(), id(auth))
+    if key in _sessions_ready:
+        return
+    from ..github import session_resource
+
+    name = f"ghapp-github-session-{id(auth)}"
+    worker_loop.register_resource(name, *session_resource(auth))
+    worker_loop.resource(name)
+    _sessions_ready.add(key)
+
+
 def register_handler_task(celery: Celery, services: AppServices, spec: HandlerSpec) -> Task:
     """Register ``spec``'s Celery task on ``celery`` and return it."""
     policy = spec.retry
@@ -118,7 +140,10 @@ def register_handler_task(celery: Celery, services: AppServices, spec: HandlerSp
             LOG.info("Run %s of %s is not claimable; skipping duplicate", run_id, spec.task_name)
             return {"run": run_id, "skipped": True}
         parsed = delivery_from_message(delivery)
-        args = (Event(parsed),) if spec.takes_event else ()
+        auth = services.auth
+        if spec.is_async:
+            _ensure_github_session(auth)
+        args = (Event(parsed, auth=auth),) if spec.takes_event else ()
         started = time.monotonic()
         try:
             with delivery_context(parsed), lease_keeper.hold(store, run_id, lease):
