@@ -62,6 +62,9 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
+        # Each pooled connection keeps its own page cache (2 MB by default) and a threads
+        # worker holds several; the store's working set is a few recent rows.
+        cursor.execute("PRAGMA cache_size = -512")
     finally:
         cursor.close()
 

@@ -18,13 +18,12 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, text
 
 from ..exceptions import ConfigurationError
+from ._schema import VERSION_TABLE
 from .engine import WRITE
 
 __all__ = ["VERSION_TABLE", "alembic_config", "current_revision", "head_revision", "upgrade"]
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
-# Not "alembic_version": the application may run its own Alembic history in the same database.
-VERSION_TABLE = "ghapp_alembic_version"
 # pg_advisory_xact_lock key: any fixed 64-bit number; this one spells "ghapp".
 _PG_LOCK_KEY = 0x6768617070
 

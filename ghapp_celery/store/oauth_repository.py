@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Executable, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..exceptions import ConfigurationError
-from . import migrate as _migrate
+from ._schema import upgrade_if_needed as _upgrade
 from .engine import WRITE, fork_safe, make_engine, prepare_sqlite_path, unavailable_on_error
 from .models import oauth_denylist, oauth_tokens
 
@@ -79,7 +79,7 @@ class OAuthStore:
                 prepare_sqlite_path(self._engine.url)
                 if self._auto_upgrade:
                     with unavailable_on_error():
-                        _migrate.upgrade(self._engine)
+                        _upgrade(self._engine)
                 self._ready = True
 
     @contextmanager

@@ -19,7 +19,8 @@ from sqlalchemy import Connection, delete
 from ..exceptions import ConfigurationError
 from ..webhooks import Delivery
 from . import _reads, _runs, _sql
-from . import migrate as _migrate
+from ._schema import current_revision as _current_revision
+from ._schema import upgrade_if_needed as _upgrade
 from ._writelock import SQLiteWriteLock
 from .engine import WRITE, fork_safe, make_engine, prepare_sqlite_path, unavailable_on_error
 from .models import deliveries
@@ -119,14 +120,14 @@ class DeliveryStore:
         self._pid = fork_safe(self._engine, self._pid)
         prepare_sqlite_path(self._engine.url)
         with unavailable_on_error():
-            _migrate.upgrade(self._engine)
+            _upgrade(self._engine)
 
     def current_revision(self) -> str | None:
         """The schema revision the database is at; None for an empty database."""
         self._pid = fork_safe(self._engine, self._pid)
         prepare_sqlite_path(self._engine.url)
         with unavailable_on_error(), self._engine.connect() as conn:
-            return _migrate.current_revision(conn)
+            return _current_revision(conn)
 
     def dispose(self) -> None:
         """Close every pooled connection (the store opens new ones if used again)."""
