@@ -420,7 +420,9 @@ class Crash:
 
 CRASH_ENV = {
     "GITHUBAPP_HANDLER_TIMEOUT": "5",
-    "GITHUBAPP_LEASE_MARGIN": "1",
+    # Leases are renewed while a run executes, so a short one is safe: a killed worker's
+    # runs come back within it.
+    "GITHUBAPP_RUN_LEASE": "3",
     "GITHUBAPP_VISIBILITY_TIMEOUT": "10",
     "GITHUBAPP_SWEEP_UNPUBLISHED_AFTER": "5",
     # Not in the brief's list, but needed: a message SIGKILL takes out of Redis before kombu
