@@ -15,8 +15,8 @@ from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
 
 from . import _sql
 from .errors import DeliveryNotFound
-from .models import runs
-from .records import RunPlan, RunRecord, RunState
+from .models import deliveries, runs
+from .records import DeliveryState, RunPlan, RunRecord, RunState
 
 __all__ = [
     "claim",
@@ -163,7 +163,10 @@ def mark_unpublished(conn: Connection, run_ids: Sequence[str], now: datetime) ->
 
 
 def claim(conn: Connection, run_id: str, lease_seconds: float, now: datetime) -> RunRecord | None:
-    if _sql.lock_delivery_of_run(conn, run_id) is None:
+    # PostgreSQL: lock the delivery first (one lock order everywhere). SQLite's write
+    # transactions are serial already, and the conditional UPDATE below is the decision, so
+    # the extra read there would only cost time on every run a worker starts.
+    if conn.dialect.name == "postgresql" and _sql.lock_delivery_of_run(conn, run_id) is None:
         return None
     # The WHERE clause is the whole decision, evaluated by the database on the current row:
     # under concurrency exactly one claimant's UPDATE matches.
@@ -190,7 +193,13 @@ def claim(conn: Connection, run_id: str, lease_seconds: float, now: datetime) ->
     ).first()
     if row is None:
         return None
-    _sql.refresh_delivery_states(conn, [row.delivery_id])
+    # A started run makes its delivery "running" whatever its other runs are (running comes
+    # first in the state precedence), so no need to recompute from every run.
+    conn.execute(
+        update(deliveries)
+        .where(deliveries.c.id == row.delivery_id)
+        .values(state=DeliveryState.RUNNING.value)
+    )
     return _sql.run_from_row(row._mapping)
 
 
