@@ -58,7 +58,7 @@ def create_app(**github_app_options: Any) -> tuple[FastAPI, GitHubApp]:
     ) -> dict[str, Any]:
         # Acts as the user: their token, refreshed when it has expired (every 8 hours).
         async with github_app.user_github(user) as gh:
-            profile = await gh.get("/user")
+            profile = (await gh.get("/user")).data
         return {"login": profile["login"], "public_repos": profile.get("public_repos")}
 
     github_app.init_app(app)  # mounts /auth/github/{login,callback,logout,user}

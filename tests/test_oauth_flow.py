@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import logging
@@ -16,6 +17,10 @@ from sqlalchemy import select
 
 from ghapp_celery import GitHubApp
 from ghapp_celery._fake_github_oauth import ACCESS_TTL
+from ghapp_celery.github.auth import GitHubAppAuth
+from ghapp_celery.github.client import AsyncGitHubClient
+from ghapp_celery.github.registry import aclose_sessions, session_for
+from ghapp_celery.oauth import RefreshingUserCredentials
 from ghapp_celery.store.models import oauth_tokens
 from tests.test_oauth_harness import (
     PREFIX,
@@ -280,3 +285,71 @@ def test_the_example_app_signs_in_lists_and_signs_out(
             browser.post(f"{url}{PREFIX}/logout")
             assert "Sign in with GitHub" in browser.get(f"{url}/").text
             assert browser.get(f"{url}/me/repos").status_code == 401
+
+
+def test_a_refused_token_is_refreshed_once_and_the_call_retried(env: OAuthEnv) -> None:
+    env.login()
+    first = env.oauth.issued_access_tokens()[0]
+    del env.fake.tokens[first]  # revoked on GitHub's side before its stored expiry
+    calls = sum(r.path == "/user" for r in env.fake.requests)
+    assert env.get("/gh/user").json() == {"login": "octocat"}
+    assert env.oauth.refresh_grants == 1
+    assert sum(r.path == "/user" for r in env.fake.requests) == calls + 2  # 401, then 200
+    assert env.get("/gh/user").status_code == 200
+    assert env.oauth.refresh_grants == 1
+
+
+def test_user_github_is_an_async_client_keyed_by_the_user(env: OAuthEnv) -> None:
+    token = env.login().json()["session_token"]
+    claims = env.manager.verify(token)
+
+    async def check() -> None:
+        gh = env.manager.user_github(claims)
+        assert isinstance(gh, AsyncGitHubClient)
+        assert isinstance(gh.credentials, RefreshingUserCredentials)
+        assert gh.identity == f"user:{env.oauth.user.id}"
+        assert "ghu_" not in repr(gh) and "ghu_" not in repr(gh.credentials)
+        # No app credentials in this env: the manager's own session on the OAuth API, per loop.
+        assert gh.session is env.manager.user_github(claims).session
+        assert gh.rest_url == env.fake.base_url.rstrip("/")
+        async with gh:
+            assert (await gh.get("/user")).data["login"] == "octocat"
+        # With app credentials on the same API, the app's shared per-loop session is used.
+        auth = GitHubAppAuth(env.fake.app_id, env.fake.private_key_pem, base_url=env.fake.base_url)
+        env.manager._app_auth = lambda: auth
+        try:
+            assert env.manager.user_github(claims).session is session_for(auth)
+            auth_elsewhere = GitHubAppAuth(
+                env.fake.app_id, env.fake.private_key_pem, base_url="https://ghe.example.com"
+            )
+            env.manager._app_auth = lambda: auth_elsewhere
+            assert env.manager.user_github(claims).session is gh.session
+        finally:
+            env.manager._app_auth = None
+            await aclose_sessions(auth)
+            await env.manager.aclose()
+
+    asyncio.run(check())
+
+
+async def _source(refused: str | None) -> str:
+    return "fresh" if refused else "current"
+
+
+def test_refreshing_credentials_pass_the_refused_token_once() -> None:
+    creds = RefreshingUserCredentials(_source, identity="user:1")
+
+    async def run() -> list[tuple[str, str]]:
+        first = await creds.aauthorization()
+        assert creds.refused("current") is True
+        return [first, await creds.aauthorization(), await creds.aauthorization()]
+
+    assert asyncio.run(run()) == [
+        ("Bearer current", "current"),
+        ("Bearer fresh", "fresh"),
+        ("Bearer current", "current"),
+    ]
+    with pytest.raises(RuntimeError):
+        creds.authorization()
+    with pytest.raises(ValueError):
+        RefreshingUserCredentials(_source, identity="")

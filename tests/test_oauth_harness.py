@@ -107,7 +107,7 @@ def build_app(github_app: GitHubApp) -> FastAPI:
         user: dict[str, Any] = Depends(github_app.get_current_user),  # noqa: B008
     ) -> dict[str, Any]:
         async with github_app.user_github(user) as gh:
-            profile = await gh.get("/user")
+            profile = (await gh.get("/user")).data
         return {"login": profile["login"]}
 
     github_app.init_app(app)

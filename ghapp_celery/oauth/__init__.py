@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .client import UserGitHub
+    from .client import RefreshingUserCredentials
     from .crypto import StateSealer, TokenCipher
     from .flow import GitHubOAuthFlow, GitHubTokens, OAuthFlowError
     from .integration import configure_oauth, manager_of
@@ -26,10 +26,10 @@ __all__ = [
     "OAuthFlowError",
     "OAuthManager",
     "OAuthSettings",
+    "RefreshingUserCredentials",
     "SessionManager",
     "StateSealer",
     "TokenCipher",
-    "UserGitHub",
     "configure_oauth",
     "manager_of",
 ]
@@ -45,7 +45,7 @@ _HOMES = {
     "OAuthManager": "manager",
     "StateSealer": "crypto",
     "TokenCipher": "crypto",
-    "UserGitHub": "client",
+    "RefreshingUserCredentials": "client",
     "configure_oauth": "integration",
     "manager_of": "integration",
 }

@@ -1,98 +1,49 @@
-"""A small async REST client acting as a signed-in user.
+"""Credentials for an ``AsyncGitHubClient`` acting as a signed-in user.
 
-It asks its token source for the user's token before every request, so a token refreshed
-meanwhile (by this or another process) is picked up, and an expired one is refreshed first.
-Headers and error mapping are the foundation's (``github/_http.py``), so a failed call raises
-the same exceptions as the app's own calls (GithubUnauthorized, GithubAppUnkownObject, ...).
+``RefreshingUserCredentials`` asks its token source for the user's token before every request,
+so a token refreshed meanwhile (by this or another process) is picked up and an expired one is
+refreshed first. When GitHub answers 401 it asks the source once more, naming the refused token,
+so the source can refresh it even though its stored expiry says it is still good (the client
+retries once with the new token; a second 401 raises ``GithubUnauthorized``).
 
-It stands in until ``ghapp_celery.github.client.AsyncGitHubClient`` exists; the surface it
-offers (``get/post/patch/put/delete`` answering decoded JSON, ``request`` answering the
-response) is the part of that client's API a user-acting route needs.
+Its ``identity`` (``user:<GitHub user id>``) keys the ETag cache, the rate-limit tracking and
+the concurrency cap of the shared session; the token itself never becomes a key.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from types import TracebackType
-from typing import Any
 
-import httpx
+__all__ = ["RefreshingUserCredentials", "TokenSource"]
 
-from ..github._http import error_for, github_headers, transport_error
-
-__all__ = ["UserGitHub"]
-
-TokenSource = Callable[[], Awaitable[str]]
-_USER_AGENT = "ghapp-celery-oauth"
+# ``await source(None)``: the current token (refreshed first when it has expired);
+# ``await source(token)``: GitHub refused ``token`` (401), refresh it if it is still current.
+TokenSource = Callable[[str | None], Awaitable[str]]
 
 
-class UserGitHub:
-    """``await gh.get("/user")``: GitHub's REST API with the user's (refreshed) token."""
+class RefreshingUserCredentials:
+    """A ``ghapp_celery.github`` ``Credentials`` whose token comes from an async source."""
 
-    def __init__(self, api_url: str, token: TokenSource, *, timeout: float = 10.0) -> None:
-        self.base_url = api_url.rstrip("/")
-        self._token = token
-        self._timeout = timeout
-        self._client: httpx.AsyncClient | None = None
+    def __init__(self, token_source: TokenSource, identity: str) -> None:
+        if not identity:
+            raise ValueError("identity must not be empty")
+        self._source = token_source
+        self.identity = identity
+        self._refused: str | None = None
 
     def __repr__(self) -> str:
-        return f"<UserGitHub {self.base_url}>"
+        return f"RefreshingUserCredentials(identity={self.identity!r})"
 
-    async def __aenter__(self) -> UserGitHub:
-        return self
+    def authorization(self) -> tuple[str, str]:
+        # The token source is a coroutine (store reads, the refresh call to GitHub).
+        raise RuntimeError("a user's refreshing credentials work with AsyncGitHubClient only")
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+    async def aauthorization(self) -> tuple[str, str]:
+        refused, self._refused = self._refused, None
+        token = await self._source(refused)
+        return f"Bearer {token}", token
 
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    def _url(self, path: str) -> str:
-        if path.startswith(("https://", "http://")):
-            if not path.startswith(self.base_url + "/"):
-                # The user's token goes to the configured API only, never to another host.
-                raise ValueError("UserGitHub only calls its own API base URL")
-            return path
-        return f"{self.base_url}/{path.lstrip('/')}"
-
-    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """Send one request as the user; raise the mapped error for a non-2xx answer."""
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self._timeout)
-        headers = github_headers(f"Bearer {await self._token()}", _USER_AGENT)
-        headers.update(kwargs.pop("headers", None) or {})
-        try:
-            response = await self._client.request(
-                method, self._url(path), headers=headers, **kwargs
-            )
-        except httpx.HTTPError as exc:
-            raise transport_error(exc) from None
-        if not response.is_success:
-            raise error_for(response)
-        return response
-
-    async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = await self.request(method, path, **kwargs)
-        return response.json() if response.content else None
-
-    async def get(self, path: str, **kwargs: Any) -> Any:
-        return await self._json("GET", path, **kwargs)
-
-    async def post(self, path: str, **kwargs: Any) -> Any:
-        return await self._json("POST", path, **kwargs)
-
-    async def patch(self, path: str, **kwargs: Any) -> Any:
-        return await self._json("PATCH", path, **kwargs)
-
-    async def put(self, path: str, **kwargs: Any) -> Any:
-        return await self._json("PUT", path, **kwargs)
-
-    async def delete(self, path: str, **kwargs: Any) -> Any:
-        return await self._json("DELETE", path, **kwargs)
+    def refused(self, secret: str) -> bool:
+        """GitHub said 401 to ``secret``: the next ``aauthorization`` asks for a fresh one."""
+        self._refused = secret
+        return True

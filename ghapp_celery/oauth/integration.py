@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, HTTPException, Request
 
-from .client import UserGitHub
 from .errors import unauthorized
 from .hooks import Callback, Hooks
 from .settings import OAuthConfig, OAuthSettings, resolve
 
 if TYPE_CHECKING:
+    from ..github.auth import GitHubAppAuth
+    from ..github.client import AsyncGitHubClient
     from .manager import OAuthManager
 
 __all__ = [
@@ -87,11 +88,23 @@ def manager_of(github_app: Any) -> OAuthManager | None:
         from .manager import OAuthManager
 
         store = OAuthStore(github_app.settings.store_url())
-        state.manager = OAuthManager(result, store, clock=state.clock)
+        state.manager = OAuthManager(
+            result, store, clock=state.clock, app_auth=lambda: _app_auth(github_app)
+        )
     elif len(result) in (1, 2):
         LOG.warning("OAuth login is not mounted; missing: %s", ", ".join(result))
     state.resolved = True
     return state.manager
+
+
+def _app_auth(github_app: Any) -> GitHubAppAuth | None:
+    """The app's credentials (whose per-loop session user clients share), or None for an
+    app configured for login only (no app id or private key)."""
+    settings = github_app.settings
+    if settings.id is None or (settings.private_key is None and settings.private_key_path is None):
+        return None
+    auth: GitHubAppAuth = github_app.auth
+    return auth
 
 
 def mount(github_app: Any, app: FastAPI) -> None:
@@ -125,7 +138,7 @@ def optional_user(github_app: Any, request: Request) -> dict[str, Any] | None:
         raise
 
 
-def user_github(github_app: Any, user: dict[str, Any] | None) -> UserGitHub:
+def user_github(github_app: Any, user: dict[str, Any] | None) -> AsyncGitHubClient:
     manager = manager_of(github_app)
     if manager is None:
         raise unauthorized("OAuth2 not configured")

@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -17,9 +18,13 @@ from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request
 
+from ..github._client_core import api_urls
+from ..github.auth import GitHubAppAuth
+from ..github.client import AsyncGitHubClient, GitHubSession
+from ..github.registry import session_for
 from ..store.errors import StoreUnavailable
 from ..store.oauth_repository import OAuthStore, StoredTokens
-from .client import UserGitHub
+from .client import RefreshingUserCredentials
 from .crypto import StateSealer, TokenCipher
 from .errors import LoginError, unauthorized
 from .flow import GitHubOAuthFlow, GitHubTokens, OAuthFlowError
@@ -50,6 +55,7 @@ class OAuthManager:
         store: OAuthStore,
         *,
         clock: Callable[[], float] = time.time,
+        app_auth: Callable[[], GitHubAppAuth | None] | None = None,
     ) -> None:
         options = config.options
         self.config = config
@@ -61,6 +67,10 @@ class OAuthManager:
         self.sealer = StateSealer(config.session_secret, options.state_ttl)
         self.cookie_name = options.cookie_name
         self._locks: dict[tuple[int, str], asyncio.Lock] = {}
+        self._app_auth = app_auth
+        self._sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GitHubSession] = (
+            weakref.WeakKeyDictionary()
+        )
 
     # -- redirect targets -------------------------------------------------------------------
 
@@ -133,14 +143,9 @@ class OAuthManager:
     async def fetch_user(self, access_token: str) -> dict[str, Any]:
         """The GitHub profile, with the emails when the app may read them (0.2.7's shape)."""
 
-        async def token() -> str:
-            return access_token
-
-        async with UserGitHub(
-            self.config.api_url, token, timeout=self.config.options.http_timeout
-        ) as gh:
+        async with AsyncGitHubClient(token=access_token, session=self.session()) as gh:
             try:
-                user = await gh.get("/user")
+                user = (await gh.get("/user", cache=False)).data
             except Exception as exc:
                 LOG.warning("Fetching the signed-in user failed (%s)", type(exc).__name__)
                 raise LoginError(
@@ -149,7 +154,7 @@ class OAuthManager:
             if not isinstance(user, dict) or not isinstance(user.get("id"), int):
                 raise LoginError(502, "user_fetch_failed", "Could not read the GitHub user")
             try:
-                emails = await gh.get("/user/emails")
+                emails = (await gh.get("/user/emails", cache=False)).data
             except Exception:  # no email permission: the profile alone is enough
                 emails = []
         return {
@@ -235,8 +240,16 @@ class OAuthManager:
             raise unauthorized("Session expired; sign in again")
         return token
 
-    async def access_token(self, claims: dict[str, Any]) -> str:
-        """The session's GitHub token, refreshed first when it is (nearly) expired.
+    def _usable(self, row: StoredTokens, claims: dict[str, Any], refused: str | None) -> str | None:
+        """The stored token when it is fresh and not the one GitHub just refused."""
+        if not self._fresh(row):
+            return None
+        token = self._plain(row.access_token, claims)
+        return None if refused is not None and token == refused else token
+
+    async def access_token(self, claims: dict[str, Any], *, refused: str | None = None) -> str:
+        """The session's GitHub token, refreshed first when it is (nearly) expired, or when
+        it is ``refused`` (GitHub answered 401 to it) and still the stored one.
 
         When GitHub rejects the refresh token, the session is dropped (HTTP 401); when GitHub
         cannot be reached, the session stays and the answer is HTTP 503.
@@ -245,23 +258,25 @@ class OAuthManager:
         row = await self._read(session_id)
         if row is None:
             raise unauthorized("No GitHub authorization for this session; sign in again")
-        if self._fresh(row):
-            return self._plain(row.access_token, claims)
+        token = self._usable(row, claims, refused)
+        if token is not None:
+            return token
         key = (id(asyncio.get_running_loop()), session_id)
         lock = self._locks.setdefault(key, asyncio.Lock())
         try:
             async with lock:
-                return await self._refresh(claims, session_id)
+                return await self._refresh(claims, session_id, refused)
         finally:
             if not lock.locked():
                 self._locks.pop(key, None)
 
-    async def _refresh(self, claims: dict[str, Any], session_id: str) -> str:
+    async def _refresh(self, claims: dict[str, Any], session_id: str, refused: str | None) -> str:
         row = await self._read(session_id)  # another request may have refreshed meanwhile
         if row is None:
             raise unauthorized("No GitHub authorization for this session; sign in again")
-        if self._fresh(row):
-            return self._plain(row.access_token, claims)
+        token = self._usable(row, claims, refused)
+        if token is not None:
+            return token
         now = self.clock()
         expired = row.refresh_expires_at is not None and row.refresh_expires_at <= _at(now)
         if row.refresh_token is None or expired:
@@ -291,8 +306,45 @@ class OAuthManager:
             return self._plain(latest.access_token, claims)
         return tokens.access_token
 
-    def user_github(self, claims: dict[str, Any]) -> UserGitHub:
-        async def token() -> str:
-            return await self.access_token(claims)
+    # -- GitHub as the user -------------------------------------------------------------------
 
-        return UserGitHub(self.config.api_url, token, timeout=self.config.options.http_timeout)
+    def session(self) -> GitHubSession:
+        """The GitHubSession for calls as users, on the running loop.
+
+        The app's own shared session (``registry.session_for``: one pool, ETag cache and
+        rate-limit tracker per loop) when its API is the one the OAuth settings name; otherwise
+        (another ``GITHUBAPP_OAUTH_API_URL``, or an OAuth-only app without app credentials) one
+        session per loop on that API, kept here.
+        """
+        auth = self._app_auth() if self._app_auth is not None else None
+        rest_url = api_urls(self.config.api_url)[0]
+        if auth is not None:
+            shared = session_for(auth)
+            if shared.rest_url == rest_url:
+                return shared
+        loop = asyncio.get_running_loop()
+        session = self._sessions.get(loop)
+        if session is None:
+            session = self._sessions[loop] = GitHubSession(
+                self.config.api_url,
+                timeout=self.config.options.http_timeout,
+                user_agent="ghapp-celery-oauth",
+            )
+        return session
+
+    async def aclose(self) -> None:
+        """Close the session this manager made for the running loop (never the app's)."""
+        session = self._sessions.pop(asyncio.get_running_loop(), None)
+        if session is not None:
+            await session.aclose()
+
+    def user_github(self, claims: dict[str, Any]) -> AsyncGitHubClient:
+        """An AsyncGitHubClient acting as the session's user (``user:<id>``), on the shared
+        session of the running loop. Cheap: call it per request; closing it closes nothing."""
+
+        async def token(refused: str | None) -> str:
+            return await self.access_token(claims, refused=refused)
+
+        client = AsyncGitHubClient(token="unused", session=self.session())  # noqa: S106
+        client.credentials = RefreshingUserCredentials(token, identity=f"user:{claims['sub']}")
+        return client
