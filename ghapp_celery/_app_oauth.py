@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import FastAPI, Request
+
+if TYPE_CHECKING:
+    from .github import AsyncGitHubClient
 
 __all__ = ["OAuthMixin"]
 
@@ -38,7 +41,7 @@ class OAuthMixin:
 
         return optional_user(self, request)
 
-    def user_github(self, user: dict[str, Any] | None) -> Any:
+    def user_github(self, user: dict[str, Any] | None) -> AsyncGitHubClient:
         """A GitHub client acting as the signed-in ``user`` (tokens refreshed as needed)."""
         from .oauth.integration import user_github
 
