@@ -34,4 +34,5 @@ event_serializer = "json"
 
 # Events for Flower and `celery events` are off unless GITHUBAPP_TASK_EVENTS=true (or the
 # workers run with -E), as in Celery: each task then costs several extra broker publishes.
-# Setting worker_send_task_events / task_send_sent_event here overrides that.
+# Setting worker_send_task_events / task_send_sent_event here overrides that, as any setting
+# here overrides ghapp_celery's defaults.

@@ -96,8 +96,8 @@ class GitHubApp(BackgroundMixin, CredentialsMixin, OAuthMixin):
         oauth_routes_prefix: str | None = None,
         enable_oauth: bool | None = None,
         oauth_session_secret: str | None = None,
-        rate_limit_retries: int | None = 2,
-        rate_limit_max_sleep: int | None = 60,
+        rate_limit_retries: int | None = None,
+        rate_limit_max_sleep: int | None = None,
         settings: Settings | None = None,
     ) -> None:
         given: dict[str, Any] = {

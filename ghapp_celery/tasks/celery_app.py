@@ -83,15 +83,17 @@ def prepare_sqlite_broker(url: str, polling_interval: float = EMBEDDED_POLLING_I
     kombu_sqlalchemy.Transport.polling_interval = polling_interval
 
 
-def _load_config_module(celery: Celery, name: str) -> None:
+def _load_config_module(celery: Celery, name: str) -> set[str]:
+    """Load the user's Celery settings module; returns the setting names it defines."""
     try:
         module = importlib.import_module(name)
     except ModuleNotFoundError as exc:
         if exc.name != name:  # the module exists but one of its imports is missing
             raise
         LOG.debug("No %s module; using ghapp_celery's Celery defaults", name)
-        return
+        return set()
     celery.config_from_object(module)
+    return {key for key in vars(module) if not key.startswith("_")}
 
 
 def _registry_router(registry: HandlerRegistry) -> Callable[..., dict[str, str] | None]:
@@ -124,13 +126,15 @@ def make_celery(
 ) -> Celery:
     """Build the Celery app for a GitHubApp's handlers."""
     celery = Celery(main, set_as_current=False)
-    _load_config_module(celery, settings.celery_config_module)
+    defined = _load_config_module(celery, settings.celery_config_module)
     events = {
         "worker_send_task_events": settings.task_events,
         "task_send_sent_event": settings.task_events,
     }
     for key, value in {**RELIABILITY_DEFAULTS, **events}.items():
-        if key not in celery.conf.changes:
+        # What the user's config module sets wins (config_from_object does not count as a
+        # change in celery.conf.changes, so look at the module itself).
+        if key not in defined and key not in celery.conf.changes:
             celery.conf[key] = value
 
     broker = os.environ.get("CELERY_BROKER_URL") or celery.conf.broker_url
