@@ -31,8 +31,11 @@ format: $(STAMP)
 	$(BIN)/ruff format ghapp_celery tests benchmarks examples
 	$(BIN)/ruff check --fix ghapp_celery tests benchmarks examples
 
+# Benchmarks, not tests: each writes its section of docs/performance.md (about 15 minutes).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/intake.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/background.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/client.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -184,7 +184,7 @@ def render(result: dict[str, Any]) -> str:
         "(`ghapp_celery/github/_client_transport.py`). githubkit mints an installation token "
         "per concurrent request until one is cached; ours mints once (single flight).",
         "",
-        "Reproduce: `.venv/bin/python benchmarks/client.py` (about two minutes; `--quick` for "
+        "Reproduce: `.venv/bin/python benchmarks/client.py` (7 rounds, about three minutes; `--quick` for "
         "one round, `--no-write` to leave this page alone).",
     ]
     return "\n".join(lines)
@@ -207,7 +207,7 @@ def write(text: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
