@@ -184,8 +184,8 @@ def render(result: dict[str, Any]) -> str:
         "(`ghapp_celery/github/_client_transport.py`). githubkit mints an installation token "
         "per concurrent request until one is cached; ours mints once (single flight).",
         "",
-        "Reproduce: `.venv/bin/python benchmarks/client.py` (7 rounds, about three minutes; `--quick` for "
-        "one round, `--no-write` to leave this page alone).",
+        "Reproduce: `.venv/bin/python benchmarks/client.py` (7 rounds, about three minutes; "
+        "`--quick` for one round, `--no-write` to leave this page alone).",
     ]
     return "\n".join(lines)
 
