@@ -93,7 +93,7 @@ async def _echo(value: Any) -> dict[str, Any]:
     return {"value": value, **_observe()}
 
 
-@celery_app.task(name="loop.echo")
+@celery_app.task(name="loop.echo", shared=False)
 def echo(value: Any) -> Any:
     REQUEST.set(f"request-{value}")  # set in the task thread; the handler must see it
     return run_handler(_echo, value)
@@ -104,7 +104,7 @@ async def _fail(message: str) -> None:
     raise LoopAppError(message)
 
 
-@celery_app.task(name="loop.fail")
+@celery_app.task(name="loop.fail", shared=False)
 def fail(message: str) -> None:
     run_handler(_fail, message)
 
@@ -118,12 +118,12 @@ async def _slow(seconds: float, tag: str) -> str:
     return "finished"
 
 
-@celery_app.task(name="loop.slow")
+@celery_app.task(name="loop.slow", shared=False)
 def slow(seconds: float, tag: str, timeout: float | None = None) -> Any:
     return run_handler(_slow, seconds, tag, timeout=timeout)
 
 
-@celery_app.task(name="loop.soft_limited", soft_time_limit=0.5)
+@celery_app.task(name="loop.soft_limited", soft_time_limit=0.5, shared=False)
 def soft_limited(seconds: float, tag: str) -> Any:
     # prefork delivers the soft limit as an exception in this thread while it waits in run().
     return run_handler(_slow, seconds, tag)
@@ -149,7 +149,7 @@ async def _gather(group: str, expected: int, hold: float) -> dict[str, Any]:
     return {"start": start, "end": time.time(), "max_active": state["max"], **_observe()}
 
 
-@celery_app.task(name="loop.gather")
+@celery_app.task(name="loop.gather", shared=False)
 def gather(group: str, expected: int, hold: float) -> Any:
     return run_handler(_gather, group, expected, hold)
 
@@ -159,7 +159,7 @@ async def _use_client() -> dict[str, Any]:
     return {"client_id": id(client), "closed": client.is_closed, **_observe()}
 
 
-@celery_app.task(name="loop.use_client")
+@celery_app.task(name="loop.use_client", shared=False)
 def use_client() -> Any:
     result = run_handler(_use_client)
     # From the task's own thread too: the same object, created on (and owned by) the loop.

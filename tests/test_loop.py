@@ -326,7 +326,7 @@ def eager_app(global_loop: WorkerLoop) -> Celery:
 
 
 def test_eager_task_outside_a_loop_runs_on_the_worker_loop(eager_app: Celery) -> None:
-    @eager_app.task
+    @eager_app.task(shared=False)
     def task(a: int, b: int) -> int:
         return run_handler(_add, a, b)  # type: ignore[no-any-return]
 
@@ -337,7 +337,7 @@ def test_eager_task_inside_a_loop_fails_fast_and_arun_handler_works(eager_app: C
     """An eager task called from an async route runs in the route's thread, inside its loop:
     blocking there would deadlock, so run_handler refuses and the caller must await."""
 
-    @eager_app.task
+    @eager_app.task(shared=False)
     def task(a: int, b: int) -> int:
         return run_handler(_add, a, b)  # type: ignore[no-any-return]
 
