@@ -219,6 +219,7 @@ class GitHubApp(BackgroundMixin, CredentialsMixin, OAuthMixin):
                 self.registry,
                 self._intake_policy,
                 sync_threads=self.settings.sync_handler_threads,
+                schedule_threads=self.settings.schedule_threads,
                 scheduler=lambda: self.scheduler,
                 auth=lambda: self.auth,
             )

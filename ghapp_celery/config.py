@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     sync_handler_threads: int = Field(
         default=100, gt=0, description="Threads for blocking inline handlers."
     )
+    schedule_threads: int = Field(
+        default=16, gt=0, description="Threads recording and publishing background runs."
+    )
 
     # -- GitHub API calls ----------------------------------------------------------------------
     rate_limit_retries: int = Field(default=2, ge=0)
