@@ -556,8 +556,9 @@ recorded already `queued` in the intake's one transaction (three writes per deli
 four); SQLite writers queue on a thread lock and an `flock` that wake the next writer at once;
 the delivery upsert is built once (`record` 0.67 -> 0.37 ms CPU); Celery no longer
 `repr()`-walks the payload into each message; task events are opt-in; a worker's claim is two
-statements instead of four (3.2 -> 2.2 ms CPU per run); and an up-to-date store opens without
-importing Alembic (-7 MB per worker).
+statements instead of four (3.2 -> 2.2 ms CPU per run); an up-to-date store opens without
+importing Alembic (-7 MB per worker); and the intake records and publishes on its own thread
+pool rather than through anyio.to_thread.
 
 What remains is CPU on two shared cores: the web process spends about 1.2 ms of CPU per
 background delivery (the store's commit, kombu's publish, which builds a Redis client object
