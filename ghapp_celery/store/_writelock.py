@@ -23,6 +23,19 @@ __all__ = ["SQLiteWriteLock"]
 class SQLiteWriteLock:
     """Held around each write transaction of one SQLite database file."""
 
+    _by_database: dict[str | None, SQLiteWriteLock] = {}
+    _registry_lock = threading.Lock()
+
+    @classmethod
+    def for_database(cls, database: str | None) -> SQLiteWriteLock:
+        """The process's one lock for this file: stores sharing a file share it, so a thread
+        never waits on a second descriptor of a lock it already holds."""
+        with cls._registry_lock:
+            lock = cls._by_database.get(database)
+            if lock is None:
+                lock = cls._by_database[database] = cls(database)
+            return lock
+
     def __init__(self, database: str | None) -> None:
         in_memory = not database or database == ":memory:" or database.startswith("file::memory")
         self._path = None if in_memory else Path(f"{database}.writelock")

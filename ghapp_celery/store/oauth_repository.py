@@ -9,19 +9,13 @@ Tokens arrive here already encrypted: this module never sees a usable GitHub tok
 
 from __future__ import annotations
 
-import os
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Executable, delete, select, update
+from sqlalchemy import Executable, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ..exceptions import ConfigurationError
-from ._schema import upgrade_if_needed as _upgrade
-from .engine import WRITE, fork_safe, make_engine, prepare_sqlite_path, unavailable_on_error
+from ._database import Database
 from .models import oauth_denylist, oauth_tokens
 
 __all__ = ["OAuthStore", "StoredTokens"]
@@ -54,45 +48,8 @@ class StoredTokens:
     version: int
 
 
-class OAuthStore:
+class OAuthStore(Database):
     """Encrypted user tokens and the denylist; thread-safe and fork-aware like DeliveryStore."""
-
-    def __init__(self, url: str, *, auto_upgrade: bool = True) -> None:
-        self._engine = make_engine(url)
-        if self._engine.dialect.name not in ("sqlite", "postgresql"):
-            self._engine.dispose()
-            raise ConfigurationError("The OAuth store supports SQLite and PostgreSQL only")
-        self._auto_upgrade = auto_upgrade
-        self._ready = False
-        self._ready_lock = threading.Lock()
-        self._pid = os.getpid()
-
-    def __repr__(self) -> str:
-        return f"<OAuthStore {self._engine.url.render_as_string(hide_password=True)}>"
-
-    def _ensure_ready(self) -> None:
-        self._pid = fork_safe(self._engine, self._pid)
-        if self._ready:
-            return
-        with self._ready_lock:
-            if not self._ready:
-                prepare_sqlite_path(self._engine.url)
-                if self._auto_upgrade:
-                    with unavailable_on_error():
-                        _upgrade(self._engine)
-                self._ready = True
-
-    @contextmanager
-    def _tx(self, *, write: bool) -> Iterator[Connection]:
-        self._ensure_ready()
-        with unavailable_on_error(), self._engine.connect() as conn:
-            if write:
-                conn.execution_options(**{WRITE: True})
-            with conn.begin():
-                yield conn
-
-    def dispose(self) -> None:
-        self._engine.dispose()
 
     # -- tokens ---------------------------------------------------------------------------------
 

@@ -7,22 +7,15 @@ StoreUnavailable. The statements live in ``_runs`` (writes) and ``_reads`` (read
 
 from __future__ import annotations
 
-import os
-import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, delete
+from sqlalchemy import delete
 
-from ..exceptions import ConfigurationError
 from ..webhooks import Delivery
 from . import _reads, _runs, _sql
-from ._schema import current_revision as _current_revision
-from ._schema import upgrade_if_needed as _upgrade
-from ._writelock import SQLiteWriteLock
-from .engine import WRITE, fork_safe, make_engine, prepare_sqlite_path, unavailable_on_error
+from ._database import Database
 from .models import deliveries
 from .records import DeliveryRecord, DeliveryState, Page, RunPlan, RunRecord, RunState
 
@@ -47,91 +40,19 @@ def _error_text(error: str) -> str:
     return error if len(error) <= MAX_ERROR_CHARS else "…" + error[-MAX_ERROR_CHARS:]
 
 
-class DeliveryStore:
+class DeliveryStore(Database):
     """Records deliveries and handler runs; see docs/store.md for states and the sweeper.
 
     Thread-safe and fork-aware: one instance may be shared by a process's threads, and a
     forked child (a Celery prefork worker) opens its own connections on first use.
     """
 
-    def __init__(
-        self,
-        url: str = DEFAULT_URL,
-        *,
-        auto_upgrade: bool = True,
-        pool_size: int | None = None,
-        echo: bool = False,
-    ) -> None:
-        # No I/O here: the web app can be built while the database is still starting.
-        self._engine = make_engine(url, pool_size=pool_size, echo=echo)
-        self._dialect = self._engine.dialect.name
-        if self._dialect not in ("sqlite", "postgresql"):
-            self._engine.dispose()
-            raise ConfigurationError("The delivery store supports SQLite and PostgreSQL only")
-        self._auto_upgrade = auto_upgrade
-        self._write_lock = (
-            SQLiteWriteLock(self._engine.url.database) if self._dialect == "sqlite" else None
-        )
-        self._ready = False
-        self._ready_lock = threading.Lock()
-        self._pid = os.getpid()
+    def __init__(self, url: str = DEFAULT_URL, **options: Any) -> None:
+        super().__init__(url, **options)  # the default URL: the embedded SQLite store
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> DeliveryStore:
         return cls(url, **kwargs)
-
-    def __repr__(self) -> str:
-        return f"<DeliveryStore {self._engine.url.render_as_string(hide_password=True)}>"
-
-    # -- plumbing -----------------------------------------------------------------------------
-
-    def _ensure_ready(self) -> None:
-        self._pid = fork_safe(self._engine, self._pid)
-        if self._ready:
-            return
-        with self._ready_lock:
-            if not self._ready:
-                if self._auto_upgrade:
-                    self.upgrade()
-                else:
-                    prepare_sqlite_path(self._engine.url)
-                self._ready = True
-
-    @contextmanager
-    def _tx(self, *, write: bool) -> Iterator[Connection]:
-        self._ensure_ready()
-        if write and self._write_lock is not None:
-            with self._write_lock.held(), self._connection(write) as conn:
-                yield conn
-        else:
-            with self._connection(write) as conn:
-                yield conn
-
-    @contextmanager
-    def _connection(self, write: bool) -> Iterator[Connection]:
-        with unavailable_on_error(), self._engine.connect() as conn:
-            if write:
-                conn.execution_options(**{WRITE: True})
-            with conn.begin():
-                yield conn
-
-    def upgrade(self) -> None:
-        """Alembic ``upgrade head``; idempotent, and safe from several processes at once."""
-        self._pid = fork_safe(self._engine, self._pid)
-        prepare_sqlite_path(self._engine.url)
-        with unavailable_on_error():
-            _upgrade(self._engine)
-
-    def current_revision(self) -> str | None:
-        """The schema revision the database is at; None for an empty database."""
-        self._pid = fork_safe(self._engine, self._pid)
-        prepare_sqlite_path(self._engine.url)
-        with unavailable_on_error(), self._engine.connect() as conn:
-            return _current_revision(conn)
-
-    def dispose(self) -> None:
-        """Close every pooled connection (the store opens new ones if used again)."""
-        self._engine.dispose()
 
     # -- the intake ---------------------------------------------------------------------------
 
