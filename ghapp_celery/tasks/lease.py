@@ -23,6 +23,8 @@ __all__ = ["LeaseKeeper", "lease_keeper"]
 
 LOG = logging.getLogger("ghapp_celery.tasks")
 
+_IDLE_TICK = 5.0  # seconds between looks when no run is held
+
 
 class LeaseKeeper:
     """Renews held leases from one daemon thread, started lazily in each process."""
@@ -33,6 +35,7 @@ class LeaseKeeper:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid: int | None = None
+        self._tick = _IDLE_TICK  # what the renewal thread is currently waiting out
 
     @contextmanager
     def hold(self, store: DeliveryStore, run_id: str, lease_seconds: float) -> Iterator[None]:
@@ -40,7 +43,12 @@ class LeaseKeeper:
         with self._lock:
             self._ensure_thread()
             self._held[run_id] = (store, lease_seconds)
-        self._wake.set()  # a shorter lease than the current tick may have arrived
+            # Wake the thread only when this lease needs a shorter tick than the one it is
+            # waiting out: waking it for every run would renew a lease just granted, one
+            # more store write per task.
+            wake = lease_seconds / 3 < self._tick
+        if wake:
+            self._wake.set()
         try:
             yield
         finally:
@@ -55,6 +63,7 @@ class LeaseKeeper:
         self._wake = threading.Event()
         self._thread = None
         self._pid = None
+        self._tick = _IDLE_TICK
 
     def held(self) -> list[str]:
         with self._lock:
@@ -70,14 +79,17 @@ class LeaseKeeper:
         )
         self._thread.start()
 
-    def _interval(self) -> float:
+    def _next_tick(self) -> float:
+        # Computed and published under the lock hold() reads it under: a run registered
+        # before this sees its lease counted here, one registered after sees this tick.
         with self._lock:
             leases = [lease for _, lease in self._held.values()]
-        return max(0.2, min(leases) / 3) if leases else 5.0
+            self._tick = max(0.2, min(leases) / 3) if leases else _IDLE_TICK
+            return self._tick
 
     def _run(self) -> None:
         while True:
-            self._wake.wait(self._interval())
+            self._wake.wait(self._next_tick())
             self._wake.clear()
             self.renew_now()
 
