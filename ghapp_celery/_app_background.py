@@ -6,7 +6,6 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from .routing import HandlerRegistry
-from .webhooks import Delivery
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -86,20 +85,7 @@ class BackgroundMixin:
     def replay(self, delivery_id: str) -> list[RunRecord]:
         """Run a delivery's failed and dead handlers again; returns the runs published."""
         runs = self.store.replay(delivery_id)
-        record = self.store.get_delivery(delivery_id, with_payload=True)
-        if record is None or record.payload is None or not runs:
-            return []
-        delivery = Delivery(
-            id=record.id,
-            event=record.event,
-            payload=record.payload,
-            action=record.action,
-            installation_id=record.installation_id,
-            hook_id=record.hook_id,
-            target_type=record.target_type,
-            target_id=record.target_id,
-        )
-        published = set(self.scheduler.republish(runs, delivery))
+        published = set(self.scheduler.republish_stored(runs))
         return [run for run in runs if run.id in published]
 
     def sweep(self) -> SweepReport:

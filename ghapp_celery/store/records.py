@@ -8,6 +8,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from ..webhooks import Delivery
+
 __all__ = [
     "DeliveryRecord",
     "DeliveryState",
@@ -114,6 +116,22 @@ class DeliveryRecord:
     redeliveries: int
     payload: dict[str, Any] | None
     runs: tuple[RunRecord, ...]
+
+    def as_delivery(self) -> Delivery:
+        """The delivery as it was received, for publishing its runs again."""
+        if self.payload is None:
+            raise ValueError("fetch the record with its payload (with_payload=True)")
+        return Delivery(
+            id=self.id,
+            event=self.event,
+            payload=self.payload,
+            action=self.action,
+            installation_id=self.installation_id,
+            hook_id=self.hook_id,
+            target_type=self.target_type,
+            target_id=self.target_id,
+            received_at=self.received_at,
+        )
 
 
 @dataclass(frozen=True)

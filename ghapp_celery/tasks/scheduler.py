@@ -120,6 +120,19 @@ class CeleryScheduler:
                 LOG.warning("Could not mark runs %s queued", published, exc_info=True)
         return published
 
+    def republish_stored(self, runs: Sequence[RunRecord]) -> list[str]:
+        """Publish runs again from what the store holds (sweeper, replay): each delivery's
+        payload is read once for all its runs. Returns the ids published."""
+        by_delivery: dict[str, list[RunRecord]] = {}
+        for run in runs:
+            by_delivery.setdefault(run.delivery_id, []).append(run)
+        published: list[str] = []
+        for delivery_id, group in by_delivery.items():
+            record = self.store.get_delivery(delivery_id, with_payload=True)
+            if record is not None and record.payload is not None:
+                published += self.republish(group, record.as_delivery())
+        return published
+
     def record_and_publish(
         self, delivery: Delivery, specs: Sequence[HandlerSpec]
     ) -> tuple[list[RunRecord], list[str]]:

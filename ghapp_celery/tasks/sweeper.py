@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..routing import DEFAULT_QUEUE
-from ..webhooks import Delivery
 from .celery_app import is_sqlite_broker, sqlite_broker_path
 from .scheduler import CeleryScheduler
 
@@ -75,25 +74,9 @@ def sweep(scheduler: CeleryScheduler, settings: Settings, *, limit: int = 500) -
         queued_after=settings.sweep_queued_after,
         limit=limit,
     )
-    for run in due:
-        delivery = store.get_delivery(run.delivery_id, with_payload=True)
-        if delivery is None or delivery.payload is None:
-            report.failed.append(run.id)
-            continue
-        original = Delivery(
-            id=delivery.id,
-            event=delivery.event,
-            payload=delivery.payload,
-            action=delivery.action,
-            installation_id=delivery.installation_id,
-            hook_id=delivery.hook_id,
-            target_type=delivery.target_type,
-            target_id=delivery.target_id,
-        )
-        if scheduler.republish([run], original):
-            report.republished.append(run.id)
-        else:
-            report.failed.append(run.id)
+    published = set(scheduler.republish_stored(due))
+    report.republished = [run.id for run in due if run.id in published]
+    report.failed = [run.id for run in due if run.id not in published]
     broker = scheduler.celery.conf.broker_url
     if is_sqlite_broker(broker):
         report.broker_rows_deleted = cleanup_sqlite_broker(str(broker))
