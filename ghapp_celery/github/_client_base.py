@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Self
 
+import httpx
+
 from ghapp_celery.exceptions import ConfigurationError, GraphQLError, RateLimited
 from ghapp_celery.github._client_auth import (
     AppCredentials,
@@ -12,7 +14,7 @@ from ghapp_celery.github._client_auth import (
     TokenCredentials,
 )
 from ghapp_celery.github._client_core import GitHubResponse
-from ghapp_celery.github._client_session import GitHubSession
+from ghapp_celery.github._client_session import Exchange, GitHubSession
 from ghapp_celery.github.auth import GitHubAppAuth
 from ghapp_celery.github.ratelimit import RateLimit, rate_limit_info
 
@@ -91,6 +93,31 @@ class ClientBase:
         """A client acting as the app itself (JWT), e.g. for ``/app/hook/deliveries``."""
         return self._view(None)
 
+    def _exchange(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, Any] | None,
+        headers: dict[str, str] | None,
+        cache: bool,
+        retry: bool | None,
+    ) -> Exchange:
+        """The I/O-free state of one call; the async and blocking clients only drive it."""
+        full = self.session.url(url)
+        if params:
+            full = str(httpx.URL(full).copy_merge_params(_query(params)))
+        creds = self.credentials
+        return Exchange(
+            self.session,
+            creds.identity,
+            method,
+            full,
+            headers=headers,
+            use_cache=cache,
+            refused=creds.refused,
+            retry=retry,
+        )
+
     def rate_limit(self, resource: str = "core") -> RateLimit | None:
         """The last rate limit GitHub reported for this identity and resource, if any."""
         return self.session.tracker.get(self.identity, resource)
@@ -136,3 +163,17 @@ class ClientBase:
             method="POST",
             url=response.url,
         )
+
+
+def _query(params: dict[str, Any]) -> dict[str, Any]:
+    """Query values as GitHub reads them: booleans lower-case, lists comma-joined, no Nones."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, (list, tuple)):
+            value = ",".join(str(v) for v in value)
+        out[key] = value
+    return out

@@ -28,7 +28,7 @@ import httpx
 
 from ghapp_celery.github._client_base import ClientBase
 from ghapp_celery.github._client_core import GitHubResponse
-from ghapp_celery.github._client_session import REFRESH, Exchange, GitHubSession
+from ghapp_celery.github._client_session import REFRESH, GitHubSession
 from ghapp_celery.github.helpers import GitHubHelpers
 from ghapp_celery.github.pagination import (
     connection_at,
@@ -93,21 +93,8 @@ class AsyncGitHubClient(ClientBase, GitHubHelpers[Awaitable[Any], AsyncIterator[
         even for a POST, ``retry=False`` never retries; by default only idempotent methods are
         retried (and any method whose connection was refused before it was sent).
         """
-        session = self.session
-        full = session.url(url)
-        if params:
-            full = str(httpx.URL(full).copy_merge_params(_query(params)))
-        creds = self.credentials
-        exchange = Exchange(
-            session,
-            creds.identity,
-            method,
-            full,
-            headers=headers,
-            use_cache=cache,
-            refused=creds.refused,
-            retry=retry,
-        )
+        session, creds = self.session, self.credentials
+        exchange = self._exchange(method, url, params, headers, cache, retry)
         http = session.ahttp()
         entry = None
         if exchange.key is not None and session.cache is not None:
@@ -122,7 +109,11 @@ class AsyncGitHubClient(ClientBase, GitHubHelpers[Awaitable[Any], AsyncIterator[
             try:
                 async with session.asemaphore(creds.identity):
                     raw = await http.request(
-                        exchange.method, full, headers=prepared.headers, json=json, content=content
+                        exchange.method,
+                        exchange.url,
+                        headers=prepared.headers,
+                        json=json,
+                        content=content,
                     )
             except httpx.TransportError as exc:
                 await session.asleep(exchange.after_transport_error(exc))
@@ -259,17 +250,3 @@ class AsyncGitHubClient(ClientBase, GitHubHelpers[Awaitable[Any], AsyncIterator[
         self, url: str, params: dict[str, Any] | None = None, *, max_items: int | None = None
     ) -> AsyncIterator[Any]:
         return self.paginate(url, params, max_items=max_items)
-
-
-def _query(params: dict[str, Any]) -> dict[str, Any]:
-    """Query values as GitHub reads them: booleans lower-case, lists comma-joined, no Nones."""
-    out: dict[str, Any] = {}
-    for key, value in params.items():
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            value = "true" if value else "false"
-        elif isinstance(value, (list, tuple)):
-            value = ",".join(str(v) for v in value)
-        out[key] = value
-    return out

@@ -18,8 +18,7 @@ import httpx
 
 from ghapp_celery.github._client_base import ClientBase
 from ghapp_celery.github._client_core import GitHubResponse
-from ghapp_celery.github._client_session import REFRESH, Exchange
-from ghapp_celery.github.client import _query
+from ghapp_celery.github._client_session import REFRESH
 from ghapp_celery.github.helpers import GitHubHelpers
 from ghapp_celery.github.pagination import (
     connection_at,
@@ -62,21 +61,8 @@ class GitHubClient(ClientBase, GitHubHelpers[Any, Iterator[Any]]):
         cache: bool = True,
         retry: bool | None = None,
     ) -> GitHubResponse:
-        session = self.session
-        full = session.url(url)
-        if params:
-            full = str(httpx.URL(full).copy_merge_params(_query(params)))
-        creds = self.credentials
-        exchange = Exchange(
-            session,
-            creds.identity,
-            method,
-            full,
-            headers=headers,
-            use_cache=cache,
-            refused=creds.refused,
-            retry=retry,
-        )
+        session, creds = self.session, self.credentials
+        exchange = self._exchange(method, url, params, headers, cache, retry)
         http = session.http()
         entry = None
         if exchange.key is not None and session.cache is not None:
@@ -91,7 +77,11 @@ class GitHubClient(ClientBase, GitHubHelpers[Any, Iterator[Any]]):
             try:
                 with session.semaphore(creds.identity):
                     raw = http.request(
-                        exchange.method, full, headers=prepared.headers, json=json, content=content
+                        exchange.method,
+                        exchange.url,
+                        headers=prepared.headers,
+                        json=json,
+                        content=content,
                     )
             except httpx.TransportError as exc:
                 session.sleep(exchange.after_transport_error(exc))
