@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .policy import DEFAULT_RETRY, RetryPolicy
+from .webhooks import handler_keys
 
 __all__ = ["ANY_EVENT", "DEFAULT_QUEUE", "HandlerRegistry", "HandlerSpec"]
 
@@ -132,8 +133,7 @@ class HandlerRegistry:
 
     def match(self, event: str, action: str | None) -> list[HandlerSpec]:
         """Handlers for a delivery, in dispatch order: event, event.action, then ``*``."""
-        keys = [event, f"{event}.{action}"] if action else [event]
-        keys.append(ANY_EVENT)
+        keys = (*handler_keys(event, action), ANY_EVENT)
         return [spec for key in keys for spec in self._by_key.get(key, [])]
 
     def mapping(self) -> dict[str, list[Callable[..., Any]]]:

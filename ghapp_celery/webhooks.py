@@ -28,6 +28,7 @@ __all__ = [
     "Delivery",
     "check_content_length",
     "decode_body",
+    "handler_keys",
     "parse_delivery",
     "sign",
     "signed_request",
@@ -123,6 +124,11 @@ def decode_body(body: bytes, content_type: str | None) -> dict[str, Any]:
     return payload
 
 
+def handler_keys(event: str, action: str | None) -> tuple[str, ...]:
+    """The handler keys a delivery of ``event``/``action`` matches, in dispatch order."""
+    return (event, f"{event}.{action}") if action else (event,)
+
+
 def _lowercase_lookup(headers: Mapping[str, str]) -> Mapping[str, str]:
     """A mapping answering lower-case names. Case-insensitive header types (Starlette's,
     httpx's: any non-dict Mapping here) already do; a plain dict is lowered once."""
@@ -161,9 +167,7 @@ class Delivery:
     @property
     def keys(self) -> tuple[str, ...]:
         """Handler keys this delivery matches, in dispatch order: event, event.action."""
-        if self.action:
-            return (self.event, f"{self.event}.{self.action}")
-        return (self.event,)
+        return handler_keys(self.event, self.action)
 
     @property
     def name(self) -> str:

@@ -65,10 +65,6 @@ class LeaseKeeper:
         self._pid = None
         self._tick = _IDLE_TICK
 
-    def held(self) -> list[str]:
-        with self._lock:
-            return list(self._held)
-
     def _ensure_thread(self) -> None:
         # A thread does not survive fork: a prefork child starts its own on first use.
         if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
