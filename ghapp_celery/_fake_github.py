@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import secrets
 import threading
 from collections.abc import Iterator
@@ -33,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
-from ghapp_celery._fake_github_api import FakeRepo
+from ghapp_celery._fake_github_api import FakeRepo, paginate_reply
 from ghapp_celery._fake_github_graphql import default_resolver
 from ghapp_celery._fake_github_more import register_api
 from ghapp_celery._fake_github_parts import (
@@ -57,7 +56,6 @@ from ghapp_celery._fake_github_parts import (
     check_app_jwt,
     error_reply,
     installation_json,
-    int_param,
     iso,
     make_private_key,
     public_key_pem,
@@ -386,22 +384,7 @@ class FakeGitHub(FakeStateMixin):
         return Reply(200, body)
 
     async def _list_installations(self, request: Request, credential: Credential) -> Reply:
-        per_page = min(100, max(1, int_param(request, "per_page", 30)))
-        page = max(1, int_param(request, "page", 1))
-        ids = self.installation_ids[(page - 1) * per_page : page * per_page]
-        reply = Reply(200, [self._installation(i) for i in ids])
-        last = max(1, math.ceil(len(self.installation_ids) / per_page))
-        links = []
-        if page < last:
-            links += [(page + 1, "next"), (last, "last")]
-        if page > 1:
-            links += [(1, "first"), (page - 1, "prev")]
-        if links:
-            reply.headers["link"] = ", ".join(
-                f'<{request.url.include_query_params(per_page=per_page, page=p)}>; rel="{rel}"'
-                for p, rel in links
-            )
-        return reply
+        return paginate_reply(request, [self._installation(i) for i in self.installation_ids])
 
     async def _get_inst(self, request: Request, credential: Credential) -> Reply:
         installation_id = int(request.path_params["installation_id"])
