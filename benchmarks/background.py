@@ -562,11 +562,12 @@ pool rather than through anyio.to_thread.
 
 What remains is CPU on two shared cores: the web process spends about 1.2 ms of CPU per
 background delivery (the store's commit, kombu's publish, which builds a Redis client object
-per put, and the HTTP work) and a worker about 2.2 ms per run (Celery's trace, the claim and
-the success write, the hop to the event loop), with the load generator and redis-server on the
-same two cores. Reaching the targets needs batching across deliveries (one commit and one
-pipeline publish for many concurrent webhooks; claims and results written in groups), not
-faster single writes; that is the next step, not done here."""
+per put, and the HTTP work) and a worker about 1.4 ms per run (2.2 ms when the tables above
+were measured: the lease keeper then renewed on every task start, one more store write per
+run): Celery's trace, the claim and the success write, the hop to the event loop. The load
+generator and redis-server share the same two cores. Reaching the targets needs batching across
+deliveries (one commit and one pipeline publish for many concurrent webhooks; claims and
+results written in groups), not faster single writes; that is the next step, not done here."""
 
 
 def render(r: Results, quick: bool) -> str:
