@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from sqlalchemy import Connection
 
 from ..exceptions import ConfigurationError
+from ._combine import WriteCombiner
 from ._schema import current_revision as _current_revision
 from ._schema import upgrade_if_needed
 from ._writelock import SQLiteWriteLock
 from .engine import WRITE, fork_safe, make_engine, prepare_sqlite_path, unavailable_on_error
 
 __all__ = ["Database"]
+
+T = TypeVar("T")
 
 
 class Database:
@@ -42,6 +46,12 @@ class Database:
             SQLiteWriteLock.for_database(self._engine.url.database)
             if self._dialect == "sqlite"
             else None
+        )
+        # SQLite only: its writers are serial anyway, so writes that queue up may as well share
+        # a commit. PostgreSQL runs them in parallel, and one transaction taking several
+        # deliveries' row locks in arbitrary order could deadlock with another.
+        self._combiner = (
+            WriteCombiner(lambda: self._tx(write=True)) if self._dialect == "sqlite" else None
         )
         self._ready = False
         self._ready_lock = threading.Lock()
@@ -90,6 +100,15 @@ class Database:
         else:
             with self._connection(write) as conn:
                 yield conn
+
+    def _write(self, apply: Callable[[Connection], T]) -> T:
+        """Run ``apply`` in a write transaction, committed before this returns; on SQLite
+        possibly together with writes other threads queued meanwhile (one commit for all).
+        ``apply`` must only touch the database: it may be run twice if a batch rolls back."""
+        if self._combiner is not None:
+            return self._combiner.run(apply)
+        with self._tx(write=True) as conn:
+            return apply(conn)
 
     @contextmanager
     def _connection(self, write: bool) -> Iterator[Connection]:

@@ -6,12 +6,13 @@ by recomputing the delivery's state, in the same transaction.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, Update, and_, bindparam, insert, or_, select, update
 
 from . import _sql
 from .errors import DeliveryNotFound
@@ -125,7 +126,7 @@ def record_runs(
             )
             rearmed = [{**r, "state": RunState.QUEUED.value, "published_at": now} for r in rearmed]
     if redelivery:
-        _sql.refresh_delivery_states(conn, [delivery_id])
+        _sql.refresh_delivery_state(conn, delivery_id)
     return [_sql.run_from_row(run) for run in (*rearmed, *new_rows)]
 
 
@@ -162,44 +163,55 @@ def mark_unpublished(conn: Connection, run_ids: Sequence[str], now: datetime) ->
     _sql.refresh_delivery_states(conn, list(updated.scalars()))
 
 
+# The claim's WHERE clause is the whole decision, evaluated by the database on the current
+# row: under concurrency exactly one claimant's UPDATE matches. Built once: constructing it
+# per call cost more than executing it.
+_CLAIM = (
+    update(runs)
+    .where(
+        runs.c.id == bindparam("b_id"),
+        or_(
+            runs.c.state.in_((RunState.RECEIVED, RunState.QUEUED, RunState.RETRYING)),
+            and_(runs.c.state == RunState.STARTED, runs.c.lease_expires_at < bindparam("b_now")),
+        ),
+    )
+    .values(
+        state=RunState.STARTED.value,
+        attempts=runs.c.attempts + 1,
+        started_at=bindparam("b_now"),
+        updated_at=bindparam("b_now"),
+        finished_at=None,
+        duration_ms=None,
+        lease_expires_at=bindparam("b_until"),
+        lease_seconds=bindparam("b_lease"),
+    )
+    .returning(*runs.c)
+)
+# A started run makes its delivery "running" whatever its other runs are (running comes first
+# in the state precedence), so no need to recompute from every run.
+_DELIVERY_RUNNING = (
+    update(deliveries)
+    .where(deliveries.c.id == bindparam("b_delivery"))
+    .values(state=DeliveryState.RUNNING.value)
+)
+
+
 def claim(conn: Connection, run_id: str, lease_seconds: float, now: datetime) -> RunRecord | None:
     # PostgreSQL: lock the delivery first (one lock order everywhere). SQLite's write
-    # transactions are serial already, and the conditional UPDATE below is the decision, so
-    # the extra read there would only cost time on every run a worker starts.
+    # transactions are serial already, and the conditional UPDATE is the decision, so the
+    # extra read there would only cost time on every run a worker starts.
     if conn.dialect.name == "postgresql" and _sql.lock_delivery_of_run(conn, run_id) is None:
         return None
-    # The WHERE clause is the whole decision, evaluated by the database on the current row:
-    # under concurrency exactly one claimant's UPDATE matches.
-    row = conn.execute(
-        update(runs)
-        .where(
-            runs.c.id == run_id,
-            or_(
-                runs.c.state.in_((RunState.RECEIVED, RunState.QUEUED, RunState.RETRYING)),
-                and_(runs.c.state == RunState.STARTED, runs.c.lease_expires_at < now),
-            ),
-        )
-        .values(
-            state=RunState.STARTED.value,
-            attempts=runs.c.attempts + 1,
-            started_at=now,
-            updated_at=now,
-            finished_at=None,
-            duration_ms=None,
-            lease_expires_at=now + timedelta(seconds=lease_seconds),
-            lease_seconds=lease_seconds,
-        )
-        .returning(*runs.c)
-    ).first()
+    params = {
+        "b_id": run_id,
+        "b_now": now,
+        "b_until": now + timedelta(seconds=lease_seconds),
+        "b_lease": lease_seconds,
+    }
+    row = conn.execute(_CLAIM, params).first()
     if row is None:
         return None
-    # A started run makes its delivery "running" whatever its other runs are (running comes
-    # first in the state precedence), so no need to recompute from every run.
-    conn.execute(
-        update(deliveries)
-        .where(deliveries.c.id == row.delivery_id)
-        .values(state=DeliveryState.RUNNING.value)
-    )
+    conn.execute(_DELIVERY_RUNNING, {"b_delivery": row.delivery_id})
     return _sql.run_from_row(row._mapping)
 
 
@@ -222,6 +234,20 @@ def renew_leases(
 Changes = Callable[[Mapping[Any, Any]], dict[str, Any]]
 
 
+@functools.cache
+def _transition(columns: tuple[str, ...]) -> Update:
+    """Move one run on if it is still in the state it was read in, setting ``columns`` too.
+
+    One statement per set of columns (a handful exist), built once: constructing it per call
+    cost more than executing it."""
+    extra: dict[Any, Any] = {runs.c[name]: bindparam(f"c_{name}") for name in columns}
+    return (
+        update(runs)
+        .where(runs.c.id == bindparam("b_id"), runs.c.state == bindparam("b_from"))
+        .values({runs.c.state: bindparam("b_to"), runs.c.updated_at: bindparam("b_now"), **extra})
+    )
+
+
 def transition(
     conn: Connection,
     run_id: str,
@@ -234,14 +260,13 @@ def transition(
     run = _sql.lock_delivery_of_run(conn, run_id)
     if run is None or run["state"] not in allowed:
         return False
-    result = conn.execute(
-        update(runs)
-        .where(runs.c.id == run_id, runs.c.state == run["state"])
-        .values(state=state.value, updated_at=now, **changes(run))
-    )
+    values = changes(run)
+    params = {"b_id": run_id, "b_from": run["state"], "b_to": state.value, "b_now": now}
+    statement = _transition(tuple(sorted(values)))
+    result = conn.execute(statement, params | {f"c_{k}": v for k, v in values.items()})
     if result.rowcount != 1:
         return False
-    _sql.refresh_delivery_states(conn, [run["delivery_id"]])
+    _sql.refresh_delivery_state(conn, run["delivery_id"])
     return True
 
 
@@ -280,6 +305,6 @@ def replay(conn: Connection, delivery_id: str, now: datetime) -> list[RunRecord]
         .returning(*runs.c)
     ).all()
     if rows:
-        _sql.refresh_delivery_states(conn, [delivery_id])
+        _sql.refresh_delivery_state(conn, delivery_id)
     records = [_sql.run_from_row(row._mapping) for row in rows]
     return sorted(records, key=lambda run: (run.created_at or now, run.handler))

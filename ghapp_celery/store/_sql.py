@@ -16,6 +16,7 @@ from sqlalchemy import (
     Insert,
     Row,
     and_,
+    bindparam,
     case,
     exists,
     or_,
@@ -37,6 +38,7 @@ __all__ = [
     "encode_cursor",
     "lock_deliveries",
     "lock_delivery_of_run",
+    "refresh_delivery_state",
     "refresh_delivery_states",
     "run_from_row",
     "upsert_delivery",
@@ -76,14 +78,33 @@ _DELIVERY_STATE = case(
 
 def refresh_delivery_states(conn: Connection, delivery_ids: Iterable[str]) -> None:
     ids = sorted(set(delivery_ids))
-    if ids:
+    if len(ids) == 1:
+        refresh_delivery_state(conn, ids[0])
+    elif ids:
         conn.execute(
             update(deliveries).where(deliveries.c.id.in_(ids)).values(state=_DELIVERY_STATE)
         )
 
 
-def _delivery_of(run_id: str) -> Any:
-    return select(runs.c.delivery_id).where(runs.c.id == run_id).scalar_subquery()
+# The statements every run change executes, built once (construction cost more than running).
+_REFRESH_ONE = (
+    update(deliveries)
+    .where(deliveries.c.id == bindparam("b_delivery"))
+    .values(state=_DELIVERY_STATE)
+)
+_LOCK_DELIVERY_OF_RUN = (
+    select(deliveries.c.id)
+    .where(
+        deliveries.c.id
+        == select(runs.c.delivery_id).where(runs.c.id == bindparam("b_run")).scalar_subquery()
+    )
+    .with_for_update()
+)
+_RUN = select(runs).where(runs.c.id == bindparam("b_run"))
+
+
+def refresh_delivery_state(conn: Connection, delivery_id: str) -> None:
+    conn.execute(_REFRESH_ONE, {"b_delivery": delivery_id})
 
 
 def lock_delivery_of_run(conn: Connection, run_id: str) -> Mapping[Any, Any] | None:
@@ -96,10 +117,8 @@ def lock_delivery_of_run(conn: Connection, run_id: str) -> Mapping[Any, Any] | N
     none of it: write transactions there are already serial (BEGIN IMMEDIATE).
     """
     if conn.dialect.name == "postgresql":
-        conn.execute(
-            select(deliveries.c.id).where(deliveries.c.id == _delivery_of(run_id)).with_for_update()
-        )
-    row = conn.execute(select(runs).where(runs.c.id == run_id)).first()
+        conn.execute(_LOCK_DELIVERY_OF_RUN, {"b_run": run_id})
+    row = conn.execute(_RUN, {"b_run": run_id}).first()
     return None if row is None else row._mapping
 
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import Connection, delete
 
 from ..webhooks import Delivery
 from . import _reads, _runs, _sql
@@ -97,11 +97,15 @@ class DeliveryStore(Database):
             "redeliveries": 0,
             "payload": _sql.compress_payload(delivery.payload),  # outside the transaction
         }
-        with self._tx(write=True) as conn:
-            redeliveries = conn.execute(_sql.upsert_delivery(self._dialect), values).scalar_one()
+        upsert = _sql.upsert_delivery(self._dialect)
+
+        def apply(conn: Connection) -> list[RunRecord]:
+            redeliveries = conn.execute(upsert, values).scalar_one()
             return _runs.record_runs(
                 conn, delivery.id, unique, at, redelivery=redeliveries > 0, queued=queued
             )
+
+        return self._write(apply)
 
     def mark_queued(self, run_ids: Sequence[str], *, now: datetime | None = None) -> None:
         """The runs were published to the broker: RECEIVED -> QUEUED, published_at = now.
@@ -113,16 +117,15 @@ class DeliveryStore(Database):
         at = _utc(now)
         ids = sorted(set(run_ids))
         if ids:
-            with self._tx(write=True) as conn:
-                _runs.mark_queued(conn, ids, at)
+            self._write(lambda conn: _runs.mark_queued(conn, ids, at))
 
     def mark_unpublished(self, run_ids: Sequence[str], *, now: datetime | None = None) -> None:
         """Runs recorded QUEUED whose message could not be sent: back to RECEIVED, so the
         sweeper publishes them after ``unpublished_after``."""
         ids = sorted(set(run_ids))
         if ids:
-            with self._tx(write=True) as conn:
-                _runs.mark_unpublished(conn, ids, _utc(now))
+            at = _utc(now)
+            self._write(lambda conn: _runs.mark_unpublished(conn, ids, at))
 
     # -- the workers --------------------------------------------------------------------------
 
@@ -137,8 +140,7 @@ class DeliveryStore(Database):
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
         at = _utc(now)
-        with self._tx(write=True) as conn:
-            return _runs.claim(conn, run_id, lease_seconds, at)
+        return self._write(lambda conn: _runs.claim(conn, run_id, lease_seconds, at))
 
     def renew_leases(
         self, run_ids: Sequence[str], *, lease_seconds: float, now: datetime | None = None
@@ -153,8 +155,8 @@ class DeliveryStore(Database):
         ids = sorted(set(run_ids))
         if not ids:
             return 0
-        with self._tx(write=True) as conn:
-            return _runs.renew_leases(conn, ids, lease_seconds, _utc(now))
+        at = _utc(now)
+        return self._write(lambda conn: _runs.renew_leases(conn, ids, lease_seconds, at))
 
     def mark_retrying(
         self,
@@ -176,10 +178,11 @@ class DeliveryStore(Database):
                 "lease_expires_at": due + timedelta(seconds=lease),
             }
 
-        with self._tx(write=True) as conn:
-            return _runs.transition(
+        return self._write(
+            lambda conn: _runs.transition(
                 conn, run_id, RunState.RETRYING, (RunState.STARTED,), at, changes
             )
+        )
 
     def mark_succeeded(self, run_id: str, *, now: datetime | None = None) -> bool:
         """finished_at = now, duration_ms = now - started_at."""
@@ -211,8 +214,9 @@ class DeliveryStore(Database):
 
         # From any unfinished state: a worker that ran the handler must be able to say so even
         # if the sweeper re-queued the run meanwhile. A finished run is never overwritten.
-        with self._tx(write=True) as conn:
-            return _runs.transition(conn, run_id, state, _runs.UNFINISHED, at, changes)
+        return self._write(
+            lambda conn: _runs.transition(conn, run_id, state, _runs.UNFINISHED, at, changes)
+        )
 
     def due_for_sweep(
         self,
