@@ -25,7 +25,14 @@ from fastapi.responses import JSONResponse
 from .context import Event, delivery_context
 from .exceptions import GitHubAppError, PayloadTooLarge, WebhookError
 from .routing import HandlerRegistry, HandlerSpec
-from .webhooks import Delivery, check_content_length, decode_body, parse_delivery, verify_signature
+from .webhooks import (
+    Delivery,
+    check_content_length,
+    decode_body,
+    json_text,
+    parse_delivery,
+    verify_signature,
+)
 
 __all__ = [
     "STATUS_DUPLICATE",
@@ -164,8 +171,14 @@ class WebhookIntake:
                 signature_1=request.headers.get("x-hub-signature"),
                 allow_sha1=policy.allow_sha1,
             )
-        payload = decode_body(body, request.headers.get("content-type"))
-        return parse_delivery(request.headers, payload, body_size=len(body))
+        content_type = request.headers.get("content-type")
+        payload = decode_body(body, content_type)
+        return parse_delivery(
+            request.headers,
+            payload,
+            body_size=len(body),
+            payload_json=json_text(body, content_type),
+        )
 
     async def dispatch(self, delivery: Delivery) -> JSONResponse:
         """Queue background handlers, run inline ones, and answer what happened."""

@@ -6,6 +6,7 @@ where a user (and the status API) sees it.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -369,3 +370,21 @@ def test_sweep_purges_expired_oauth_denylist_entries(
     report = app.sweep()
     assert report.oauth_rows_deleted == 1
     assert not store.is_denied("expired-jti") and store.is_denied("live-jti")
+
+
+def test_a_message_carries_the_payload_text_as_received_and_old_messages_still_parse() -> None:
+    from ghapp_celery.tasks.handlers import delivery_from_message, delivery_message
+    from ghapp_celery.webhooks import parse_delivery
+
+    body, headers = signed_request("issues", load_payload("issues/opened.json"), secret=SECRET)
+    text = body.decode()
+    delivery = parse_delivery(headers, json.loads(body), payload_json=text)
+    message = delivery_message(delivery)
+    # The text GitHub sent, not a re-serialised dict: kombu encodes one string.
+    assert message["payload_json"] == text and "payload" not in message
+    parsed = delivery_from_message(json.loads(json.dumps(message)))
+    assert parsed.payload == json.loads(body) and parsed.payload_json == text
+    # A message published before this change (or by a sweeper from the store) has the dict.
+    older = delivery_message(parse_delivery(headers, json.loads(body)))
+    assert older["payload"] == json.loads(body) and "payload_json" not in older
+    assert delivery_from_message(older).payload == parsed.payload

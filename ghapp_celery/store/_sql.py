@@ -49,9 +49,11 @@ __all__ = [
 _ZLIB_LEVEL = 1
 
 
-def compress_payload(payload: dict[str, Any]) -> bytes:
-    raw = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-    return zlib.compress(raw, _ZLIB_LEVEL)
+def compress_payload(payload: dict[str, Any], text: str | None = None) -> bytes:
+    """The payload as compressed JSON; ``text`` is its JSON as received, when known."""
+    if text is None:
+        text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    return zlib.compress(text.encode(), _ZLIB_LEVEL)
 
 
 def decompress_payload(blob: bytes) -> dict[str, Any]:

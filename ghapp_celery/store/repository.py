@@ -95,7 +95,8 @@ class DeliveryStore(Database):
                 else DeliveryState.SUCCEEDED
             ).value,
             "redeliveries": 0,
-            "payload": _sql.compress_payload(delivery.payload),  # outside the transaction
+            # Outside the transaction, from the text as received when there is one.
+            "payload": _sql.compress_payload(delivery.payload, delivery.payload_json),
         }
         upsert = _sql.upsert_delivery(self._dialect)
 

@@ -12,6 +12,7 @@ limit, with a countdown to the reset, counted apart); failed (permanent); dead (
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -59,8 +60,13 @@ class AppServices(Protocol):
 
 
 def delivery_message(delivery: Delivery) -> dict[str, Any]:
-    """The JSON-able form of a delivery put into a task message."""
-    return {
+    """The JSON-able form of a delivery put into a task message.
+
+    The payload travels as the JSON text GitHub sent when the intake kept it
+    (``payload_json``): kombu then encodes one string instead of walking the payload, and the
+    worker decodes it with the plain C decoder instead of kombu's per-object hook.
+    """
+    message: dict[str, Any] = {
         "id": delivery.id,
         "event": delivery.event,
         "action": delivery.action,
@@ -68,20 +74,27 @@ def delivery_message(delivery: Delivery) -> dict[str, Any]:
         "hook_id": delivery.hook_id,
         "target_type": delivery.target_type,
         "target_id": delivery.target_id,
-        "payload": delivery.payload,
     }
+    if delivery.payload_json is not None:
+        message["payload_json"] = delivery.payload_json
+    else:
+        message["payload"] = delivery.payload
+    return message
 
 
 def delivery_from_message(message: dict[str, Any]) -> Delivery:
+    text = message.get("payload_json")
+    payload = json.loads(text) if isinstance(text, str) else dict(message["payload"])
     return Delivery(
         id=str(message["id"]),
         event=str(message["event"]),
-        payload=dict(message["payload"]),
+        payload=payload,
         action=message.get("action"),
         installation_id=message.get("installation_id"),
         hook_id=message.get("hook_id"),
         target_type=message.get("target_type"),
         target_id=message.get("target_id"),
+        payload_json=text if isinstance(text, str) else None,
     )
 
 

@@ -30,6 +30,12 @@ LOG = logging.getLogger("ghapp_celery.tasks")
 COMPRESS_OVER_BYTES = 64 * 1024
 
 
+def _json_size(delivery: Delivery) -> int:
+    if delivery.payload_json is not None:
+        return len(delivery.payload_json)
+    return len(json.dumps(delivery.payload))
+
+
 class CeleryScheduler:
     """Turns a delivery's background handlers into recorded runs and Celery messages."""
 
@@ -69,7 +75,7 @@ class CeleryScheduler:
             "kwargsrepr": f"{{'delivery': <{delivery.name} {delivery.id}>}}",
         }
         if delivery.body_size > COMPRESS_OVER_BYTES or (
-            delivery.body_size == 0 and len(json.dumps(delivery.payload)) > COMPRESS_OVER_BYTES
+            delivery.body_size == 0 and _json_size(delivery) > COMPRESS_OVER_BYTES
         ):
             options["compression"] = "zlib"
         published: list[str] = []
