@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT))  # a checkout without an editable install works to
 
 from ghapp_celery.store import DeliveryStore  # noqa: E402
 from ghapp_celery.store.models import runs as runs_table  # noqa: E402
+from ghapp_celery.tasks.celery_app import embedded_broker_url  # noqa: E402
 from ghapp_celery.webhooks import webhook_headers  # noqa: E402
 from tests._workers import CeleryWorker  # noqa: E402
 
@@ -216,7 +217,7 @@ def environment(data_dir: Path, broker: str | None, handler: str, **extra: str) 
     if broker is not None:
         env["CELERY_BROKER_URL"] = broker
     else:  # the embedded broker: GitHubApp derives it from the data dir
-        env["CELERY_BROKER_URL"] = f"sqla+sqlite:///{(data_dir / 'broker.sqlite').resolve()}"
+        env["CELERY_BROKER_URL"] = embedded_broker_url(data_dir)
     return env
 
 

@@ -63,9 +63,10 @@ def _sqlite_wal(path: Path) -> Path:
     return path
 
 
-def sqlite_broker_url(path: Path) -> str:
-    """A kombu SQLAlchemy-transport URL for a WAL-mode SQLite file at ``path``."""
-    return f"sqla+sqlite:///{_sqlite_wal(path)}"
+def sqlite_broker_url(path: Path, *, scheme: str = "sqlite") -> str:
+    """The embedded broker's URL for a WAL-mode SQLite file at ``path``; ``scheme="sqla+sqlite"``
+    selects kombu's own SQLAlchemy transport on the same tables."""
+    return f"{scheme}:///{_sqlite_wal(path)}"
 
 
 def sqlite_backend_url(path: Path) -> str:

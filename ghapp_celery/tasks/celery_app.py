@@ -54,16 +54,23 @@ RELIABILITY_DEFAULTS: dict[str, Any] = {
 }
 
 
+# The "sqlite" scheme is registered with kombu in tasks/__init__.py.
+_SQLITE_PREFIXES = ("sqlite:///", "sqla+sqlite:///")  # ours, and kombu's SQLAlchemy transport
+
+
 def embedded_broker_url(data_dir: Path) -> str:
-    return f"sqla+sqlite:///{(data_dir / 'broker.sqlite').resolve()}"
+    return f"sqlite:///{(data_dir / 'broker.sqlite').resolve()}"
 
 
 def is_sqlite_broker(url: str | None) -> bool:
-    return bool(url) and str(url).startswith("sqla+sqlite:")
+    return bool(url) and str(url).startswith(_SQLITE_PREFIXES)
 
 
 def sqlite_broker_path(url: str) -> Path:
-    return Path(url.removeprefix("sqla+sqlite:///"))
+    for prefix in _SQLITE_PREFIXES:
+        if url.startswith(prefix):
+            return Path(url.removeprefix(prefix))
+    raise ValueError(f"not a SQLite broker URL: {url!r}")
 
 
 def prepare_sqlite_broker(url: str, polling_interval: float = EMBEDDED_POLLING_INTERVAL) -> None:
