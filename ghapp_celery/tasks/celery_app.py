@@ -55,6 +55,7 @@ RELIABILITY_DEFAULTS: dict[str, Any] = {
 
 
 # The "sqlite" scheme is registered with kombu in tasks/__init__.py.
+REDIS_TRANSPORT = "ghapp_celery.tasks.redis_broker:Transport"
 _SQLITE_PREFIXES = ("sqlite:///", "sqla+sqlite:///")  # ours, and kombu's SQLAlchemy transport
 
 
@@ -157,6 +158,8 @@ def make_celery(
             **(celery.conf.broker_transport_options or {}),
             "visibility_timeout": 3600,
         }
+    if str(broker).startswith(("redis://", "rediss://")) and not celery.conf.broker_transport:
+        celery.conf.broker_transport = REDIS_TRANSPORT  # kombu's, one client per channel
     if is_sqlite_broker(broker):
         prepare_sqlite_broker(broker)
         # Only create_engine() arguments may go here (see prepare_sqlite_broker); a busy
