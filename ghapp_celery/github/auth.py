@@ -14,16 +14,16 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-import jwt
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from ghapp_celery.exceptions import ConfigurationError, GitHubAppError
 from ghapp_celery.github._http import RetryPolicy, github_headers, transport_error
 from ghapp_celery.github.tokens import InstallationAuthorization
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 __all__ = ["MAX_JWT_LIFETIME", "Clock", "GitHubAppAuth", "InstallationAuthorization"]
 
@@ -84,6 +84,11 @@ class GitHubAppAuth:
     # -- the app JWT ---------------------------------------------------------------------------
 
     def _key(self) -> RSAPrivateKey:
+        # cryptography (and PyJWT, below) are imported on first use: together ~8 MB in every
+        # process, and a worker that never signs a JWT need not carry them.
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
         if self._signing_key is None:
             if not self._private_key:
                 raise ConfigurationError("GitHub App private key is not configured")
@@ -93,7 +98,7 @@ class GitHubAppAuth:
                 key = load_pem_private_key(data, password=None)
             except (ValueError, TypeError) as exc:
                 raise ConfigurationError("GitHub App private key is not a valid PEM key") from exc
-            if not isinstance(key, RSAPrivateKey):
+            if not isinstance(key, rsa.RSAPrivateKey):
                 raise ConfigurationError("GitHub App private key must be an RSA key")
             self._signing_key = key
         return self._signing_key
@@ -110,6 +115,8 @@ class GitHubAppAuth:
             "exp": now + min(expiration, MAX_JWT_LIFETIME),
             "iss": str(self.app_id),
         }
+        import jwt
+
         return jwt.encode(claims, self._key(), algorithm="RS256")
 
     def _app_headers(self) -> dict[str, str]:

@@ -78,17 +78,19 @@ def prepare_sqlite_broker(url: str, polling_interval: float = EMBEDDED_POLLING_I
     """Ready a SQLite file for use as a broker by several processes at once.
 
     WAL lets the web process publish while workers poll (the mode is stored in the file, so
-    setting it once covers every later connection). kombu passes every broker transport option
-    to ``create_engine``, so the polling interval cannot go there: it is set on the transport
-    class instead (measured: a ``polling_interval`` option breaks the worker).
+    setting it once covers every later connection). For kombu's own ``sqla+sqlite://``
+    transport, which passes every broker transport option to ``create_engine``, the polling
+    interval is set on its class (measured: a ``polling_interval`` option breaks the worker);
+    ``sqlite://`` (tasks/sqlite_broker.py) has its own.
     """
-    from kombu.transport import sqlalchemy as kombu_sqlalchemy
-
     path = sqlite_broker_path(url)
     path.parent.mkdir(parents=True, exist_ok=True)
     with sqlite3.connect(path, timeout=30) as connection:
         connection.execute("PRAGMA journal_mode=WAL")
-    kombu_sqlalchemy.Transport.polling_interval = polling_interval
+    if url.startswith("sqla+"):
+        from kombu.transport import sqlalchemy as kombu_sqlalchemy
+
+        kombu_sqlalchemy.Transport.polling_interval = polling_interval
 
 
 def _load_config_module(celery: Celery, name: str) -> set[str]:
@@ -162,9 +164,10 @@ def make_celery(
         celery.conf.broker_transport = REDIS_TRANSPORT  # kombu's, one client per channel
     if is_sqlite_broker(broker):
         prepare_sqlite_broker(broker)
-        # Only create_engine() arguments may go here (see prepare_sqlite_broker); a busy
-        # timeout lets several processes write the file without "database is locked".
-        celery.conf.broker_transport_options = {"connect_args": {"timeout": 30}}
+        if broker.startswith("sqla+"):
+            # Only create_engine() arguments may go here (see prepare_sqlite_broker); a busy
+            # timeout lets several processes write the file without "database is locked".
+            celery.conf.broker_transport_options = {"connect_args": {"timeout": 30}}
 
     user_routes = celery.conf.task_routes
     routes: list[Any] = (

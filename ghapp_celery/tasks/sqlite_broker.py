@@ -1,11 +1,10 @@
 # kombu is only partly typed: its base-class methods are untyped calls.
 # mypy: disallow-untyped-calls=False
-"""The embedded broker: kombu's SQLAlchemy transport, with a faster hand-off on SQLite.
+"""The embedded broker: a kombu virtual transport on one SQLite file, ``sqlite:///path``.
 
-Broker URL ``sqlite:///path/broker.sqlite`` (the default when no broker is configured). It
-uses kombu's own tables (``kombu_queue``, ``kombu_message``), so ``sqla+sqlite:///`` and this
-transport can read each other's messages, and changes two things kombu's generic SQL
-transport does slowly on SQLite (measured: it capped the embedded setup at ~90 runs/s):
+It keeps kombu's SQLAlchemy transport's tables (``kombu_queue``, ``kombu_message``, created
+the same way), so ``sqla+sqlite:///`` on the same file reads the same messages, and differs
+where that transport is slow on SQLite (it capped the embedded setup at ~90 runs/s):
 
 * Sleeping. kombu's virtual transport sleeps its whole polling interval whenever a poll finds
   nothing, which includes the times the worker's prefetch window is full: with 8 threads and
@@ -15,6 +14,7 @@ transport does slowly on SQLite (measured: it capped the embedded setup at ~90 r
 * The ORM. A get was an ORM query, an ORM flush and a version check; here it is one
   ``DELETE ... RETURNING`` in an immediate transaction (a message handed out is gone from the
   table, which is what kombu's ``visible = 0`` meant: kombu never shows such a row again).
+  Plain ``sqlite3`` also keeps SQLAlchemy's ORM out of the worker (~7 MB).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import threading
 from time import monotonic
 from typing import Any
 
-from kombu.transport import sqlalchemy as kombu_sqlalchemy
 from kombu.transport import virtual
 from kombu.utils.json import dumps, loads
 
@@ -34,9 +33,44 @@ __all__ = ["Channel", "Transport"]
 FIRST_WAIT = 0.002
 BUSY_TIMEOUT = 30.0
 
+# kombu.transport.sqlalchemy's tables, as its models create them on SQLite.
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kombu_queue (
+    id INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+    name VARCHAR(200),
+    UNIQUE (name)
+);
+CREATE TABLE IF NOT EXISTS kombu_message (
+    id INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+    visible BOOLEAN,
+    timestamp DATETIME,
+    payload TEXT NOT NULL,
+    version SMALLINT NOT NULL,
+    queue_id INTEGER,
+    CONSTRAINT "FK_kombu_message_queue" FOREIGN KEY(queue_id) REFERENCES kombu_queue (id)
+);
+CREATE INDEX IF NOT EXISTS ix_kombu_message_visible ON kombu_message (visible);
+CREATE INDEX IF NOT EXISTS ix_kombu_message_timestamp_id ON kombu_message (timestamp, id);
+CREATE INDEX IF NOT EXISTS ix_kombu_message_timestamp ON kombu_message (timestamp);
+"""
+_QUEUE_ID = "SELECT id FROM kombu_queue WHERE name = ?"
+_NEW_QUEUE = "INSERT OR IGNORE INTO kombu_queue (name) VALUES (?)"
+_PUT = "INSERT INTO kombu_message (visible, payload, version, queue_id) VALUES (1, ?, 1, ?)"
+_TAKE_FIRST = (
+    "DELETE FROM kombu_message WHERE id = (SELECT id FROM kombu_message"
+    " WHERE queue_id = ? AND visible != 0 ORDER BY timestamp, id LIMIT 1) RETURNING payload"
+)
+_SIZE = "SELECT count(*) FROM kombu_message WHERE queue_id = ? AND visible != 0"
+_PURGE = "DELETE FROM kombu_message WHERE queue_id = ?"
 
-class Channel(kombu_sqlalchemy.Channel):
-    """kombu's SQLAlchemy channel with plain ``sqlite3`` statements for put and get."""
+
+def database_path(hostname: str) -> str:
+    """The file of a ``sqlite:///path`` broker URL (kombu passes the URL as the hostname)."""
+    return hostname.split("://", 1)[1].removeprefix("/") if "://" in hostname else hostname
+
+
+class Channel(virtual.Channel):
+    """One ``sqlite3`` connection per channel, opened on first use."""
 
     connection: Transport
 
@@ -44,42 +78,38 @@ class Channel(kombu_sqlalchemy.Channel):
         super().__init__(connection, **kwargs)
         self._db: sqlite3.Connection | None = None
         self._queue_ids: dict[str, int] = {}
-        # The table name comes from the transport options (kombu's default: kombu_message),
-        # i.e. from the app's configuration, never from a message.
-        table = self.message_tablename
-        self._insert = (
-            f"INSERT INTO {table} (visible, payload, version, queue_id) VALUES (1, ?, 1, ?)"  # noqa: S608
-        )
-        self._take_first = (
-            f"DELETE FROM {table} WHERE id = (SELECT id FROM {table}"  # noqa: S608
-            " WHERE queue_id = ? AND visible != 0 ORDER BY timestamp, id LIMIT 1)"
-            " RETURNING payload"
-        )
-        self._count = f"SELECT count(*) FROM {table} WHERE queue_id = ? AND visible != 0"  # noqa: S608
 
     def _sqlite(self) -> sqlite3.Connection:
         if self._db is None:
-            engine, _ = self._open()  # kombu creates the tables on first use
             # A channel is used by one thread at a time (kombu's pools hand them out), but
             # not always the thread that opened it.
-            self._db = sqlite3.connect(
-                engine.url.database,
+            client = self.connection.client
+            assert client is not None  # the kombu Connection this transport belongs to
+            db = sqlite3.connect(
+                database_path(client.hostname),
                 timeout=BUSY_TIMEOUT,
-                isolation_level=None,  # we say BEGIN IMMEDIATE ourselves
+                isolation_level=None,  # autocommit; BEGIN IMMEDIATE where it matters
                 check_same_thread=False,
             )
+            db.execute("PRAGMA journal_mode=WAL")  # stored in the file: the web and workers
+            db.executescript(_SCHEMA)
+            self._db = db
         return self._db
 
     def _queue_id(self, queue: str) -> int:
         queue_id = self._queue_ids.get(queue)
         if queue_id is None:
-            queue_id = self._queue_ids[queue] = int(self._get_or_create(queue).id)
+            db = self._sqlite()
+            db.execute(_NEW_QUEUE, (queue,))
+            (queue_id,) = db.execute(_QUEUE_ID, (queue,)).fetchone()
+            self._queue_ids[queue] = queue_id
         return queue_id
 
-    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        # (kombu's two base classes name the second argument differently)
-        queue_id = self._queue_id(queue)
-        self._sqlite().execute(self._insert, (dumps(payload), queue_id))
+    def _new_queue(self, queue: str, **kwargs: Any) -> None:
+        self._queue_id(queue)
+
+    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+        self._sqlite().execute(_PUT, (dumps(message), self._queue_id(queue)))
 
     def _get(self, queue: str, timeout: float | None = None) -> Any:
         queue_id = self._queue_id(queue)
@@ -88,7 +118,7 @@ class Channel(kombu_sqlalchemy.Channel):
         # when another process's worker polls the same queue.
         db.execute("BEGIN IMMEDIATE")
         try:
-            row = db.execute(self._take_first, (queue_id,)).fetchone()
+            row = db.execute(_TAKE_FIRST, (queue_id,)).fetchone()
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -99,8 +129,11 @@ class Channel(kombu_sqlalchemy.Channel):
         return loads(row[0])
 
     def _size(self, queue: str) -> int:
-        (count,) = self._sqlite().execute(self._count, (self._queue_id(queue),)).fetchone()
+        (count,) = self._sqlite().execute(_SIZE, (self._queue_id(queue),)).fetchone()
         return int(count)
+
+    def _purge(self, queue: str) -> int:
+        return int(self._sqlite().execute(_PURGE, (self._queue_id(queue),)).rowcount)
 
     def basic_ack(self, delivery_tag: Any, multiple: bool = False) -> None:
         super().basic_ack(delivery_tag, multiple)
@@ -111,22 +144,29 @@ class Channel(kombu_sqlalchemy.Channel):
         self.connection.wake()
 
     def close(self) -> None:
-        super().close()
+        super().close()  # may put unacknowledged messages back: before the file closes
         if self._db is not None:
             self._db.close()
             self._db = None
 
 
-class Transport(kombu_sqlalchemy.Transport):
+class Transport(virtual.Transport):
     """Waits on acknowledgements and backs off while idle, instead of a fixed sleep."""
 
     Channel = Channel
+    can_parse_url = True  # the URL is the database path, not host and port
+    driver_type = "sql"
+    driver_name = "sqlite3"
+    connection_errors = (sqlite3.OperationalError,)
     polling_interval = 0.1  # the longest wait while every queue stays empty
 
     def __init__(self, client: Any, **kwargs: Any) -> None:
         super().__init__(client, **kwargs)
         self._wake = threading.Event()
         self._wait = FIRST_WAIT
+
+    def driver_version(self) -> str:
+        return sqlite3.sqlite_version
 
     def wake(self) -> None:
         self._wake.set()
