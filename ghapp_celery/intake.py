@@ -16,12 +16,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 from fastapi import Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
+from ._schedule_batch import BatchScheduler, ScheduleBatcher
 from .context import Event, delivery_context
 from .exceptions import GitHubAppError, PayloadTooLarge, WebhookError
 from .routing import HandlerRegistry, HandlerSpec
@@ -40,7 +41,6 @@ __all__ = [
     "STATUS_NO_FUNC_CALLED",
     "STATUS_QUEUED",
     "IntakePolicy",
-    "Scheduler",
     "WebhookIntake",
 ]
 
@@ -50,14 +50,6 @@ STATUS_FUNC_CALLED = "HIT"
 STATUS_NO_FUNC_CALLED = "MISS"
 STATUS_QUEUED = "QUEUED"
 STATUS_DUPLICATE = "DUPLICATE"
-
-
-class Scheduler(Protocol):
-    """Records background runs durably and publishes them (tasks.scheduler.CeleryScheduler)."""
-
-    def record_and_publish(
-        self, delivery: Delivery, specs: Sequence[HandlerSpec]
-    ) -> tuple[Sequence[Any], Sequence[str]]: ...
 
 
 @dataclass(frozen=True)
@@ -118,8 +110,8 @@ class WebhookIntake:
         policy: Callable[[], IntakePolicy],
         *,
         sync_threads: int = 100,
-        schedule_threads: int = 16,
-        scheduler: Callable[[], Scheduler] | None = None,
+        schedule_threads: int = 4,
+        scheduler: Callable[[], BatchScheduler] | None = None,
         auth: Callable[[], Any] | None = None,
     ) -> None:
         self.registry = registry
@@ -127,18 +119,10 @@ class WebhookIntake:
         self._scheduler = scheduler
         self._auth = auth  # the app's GitHubAppAuth, for Event.github
         self._sync_threads = sync_threads
-        self._schedule_threads = schedule_threads
         self._executor: ThreadPoolExecutor | None = None
-        self._schedule_executor: ThreadPoolExecutor | None = None
-
-    @property
-    def schedule_executor(self) -> ThreadPoolExecutor:
-        """Threads that record and publish background runs (the store and broker block)."""
-        if self._schedule_executor is None:
-            self._schedule_executor = ThreadPoolExecutor(
-                max_workers=self._schedule_threads, thread_name_prefix="ghapp-schedule"
-            )
-        return self._schedule_executor
+        self._batcher = (
+            ScheduleBatcher(scheduler, schedule_threads) if scheduler is not None else None
+        )
 
     @property
     def executor(self) -> ThreadPoolExecutor:
@@ -214,16 +198,11 @@ class WebhookIntake:
         return JSONResponse({"status": STATUS_FUNC_CALLED, "calls": calls})
 
     async def schedule(self, delivery: Delivery, specs: list[HandlerSpec]) -> list[dict[str, Any]]:
-        """Record and publish the background runs (in a thread: the store and broker block)."""
-        if self._scheduler is None:
+        """Record and publish the background runs (on scheduler threads, in batches with
+        other requests' deliveries: the store and broker block, see _schedule_batch)."""
+        if self._batcher is None:
             raise RuntimeError("Background handlers need a scheduler (GitHubApp provides one)")
-        scheduler = self._scheduler()
-        # Our own small pool, like the inline handlers': run_in_executor costs less per call
-        # than anyio.to_thread (measured ~17% more acknowledgements/s at concurrency 100).
-        loop = asyncio.get_running_loop()
-        records, published = await loop.run_in_executor(
-            self.schedule_executor, scheduler.record_and_publish, delivery, specs
-        )
+        records, published = await self._batcher.schedule(delivery, specs)
         sent = set(published)
         return [
             {

@@ -7,7 +7,7 @@ StoreUnavailable. The statements live in ``_runs`` (writes) and ``_reads`` (read
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -75,7 +75,53 @@ class DeliveryStore(Database):
         must call ``mark_unpublished`` for those it fails to publish. Should the process die
         between the two, the sweeper's queued-too-long case republishes them.
         """
+        return self._write(self._recorder(delivery, plans, _utc(now), queued))
+
+    def record_many(
+        self,
+        items: Sequence[tuple[Delivery, Sequence[RunPlan]]],
+        *,
+        now: datetime | None = None,
+        queued: bool = False,
+    ) -> list[list[RunRecord] | Exception]:
+        """``record`` for several deliveries in one transaction (one commit for all).
+
+        Each item gets its own answer, in order: its runs, or the exception that recording
+        it alone raised (a batch that cannot commit is retried one delivery at a time, so
+        one bad delivery does not fail the others).
+        """
         at = _utc(now)
+        recorders = [self._recorder(d, plans, at, queued) for d, plans in items]
+        if not recorders:
+            return []
+        # In delivery-id order: on PostgreSQL two processes' batches then take the rows'
+        # locks in the same order, and cannot deadlock on a redelivery both are recording.
+        order = sorted(range(len(items)), key=lambda i: items[i][0].id)
+
+        def record_all(conn: Connection) -> list[list[RunRecord] | Exception]:
+            answers: list[list[RunRecord] | Exception] = [[] for _ in recorders]
+            for i in order:
+                answers[i] = recorders[i](conn)
+            return answers
+
+        try:
+            return self._write(record_all)
+        except Exception:
+            if len(recorders) == 1:
+                raise
+        answers: list[list[RunRecord] | Exception] = []
+        for record in recorders:
+            try:
+                answers.append(self._write(record))
+            except Exception as exc:
+                answers.append(exc)
+        return answers
+
+    def _recorder(
+        self, delivery: Delivery, plans: Sequence[RunPlan], at: datetime, queued: bool
+    ) -> Callable[[Connection], list[RunRecord]]:
+        """The statements that record one delivery, with its values prepared (compression
+        included) before any transaction starts."""
         by_handler: dict[str, RunPlan] = {}
         for plan in plans:  # one run per (delivery, handler): the first plan wins
             by_handler.setdefault(plan.handler, plan)
@@ -95,18 +141,18 @@ class DeliveryStore(Database):
                 else DeliveryState.SUCCEEDED
             ).value,
             "redeliveries": 0,
-            # Outside the transaction, from the text as received when there is one.
+            # From the text as received when there is one.
             "payload": _sql.compress_payload(delivery.payload, delivery.payload_json),
         }
         upsert = _sql.upsert_delivery(self._dialect)
 
-        def apply(conn: Connection) -> list[RunRecord]:
+        def record(conn: Connection) -> list[RunRecord]:
             redeliveries = conn.execute(upsert, values).scalar_one()
             return _runs.record_runs(
                 conn, delivery.id, unique, at, redelivery=redeliveries > 0, queued=queued
             )
 
-        return self._write(apply)
+        return record
 
     def mark_queued(self, run_ids: Sequence[str], *, now: datetime | None = None) -> None:
         """The runs were published to the broker: RECEIVED -> QUEUED, published_at = now.

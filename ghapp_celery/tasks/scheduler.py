@@ -20,7 +20,7 @@ from .celery_app import queue_of
 from .handlers import delivery_message
 
 if TYPE_CHECKING:
-    from ..store import DeliveryStore, RunRecord
+    from ..store import DeliveryStore, RunPlan, RunRecord
 
 __all__ = ["COMPRESS_OVER_BYTES", "CeleryScheduler"]
 
@@ -49,23 +49,28 @@ class CeleryScheduler:
             self._queues[task_name] = queue_of(self.celery, task_name)
         return self._queues[task_name]
 
+    def plans(self, specs: Sequence[HandlerSpec]) -> list[RunPlan]:
+        from ..store import RunPlan
+
+        return [
+            RunPlan(handler=s.task_name, task_name=s.task_name, queue=self.queue(s.task_name))
+            for s in specs
+        ]
+
     def record(self, delivery: Delivery, specs: Sequence[HandlerSpec]) -> list[RunRecord]:
         """Commit the delivery and its runs; returns the runs that must be published.
 
         Raises the store's StoreUnavailable when the database cannot commit: the intake then
         answers 503 so GitHub marks the delivery failed and it can be redelivered.
         """
-        from ..store import RunPlan
+        return self.store.record(delivery, self.plans(specs), queued=True)
 
-        plans = [
-            RunPlan(handler=s.task_name, task_name=s.task_name, queue=self.queue(s.task_name))
-            for s in specs
-        ]
-        return self.store.record(delivery, plans, queued=True)
-
-    def publish(self, runs: Sequence[RunRecord], delivery: Delivery) -> list[str]:
+    def publish(
+        self, runs: Sequence[RunRecord], delivery: Delivery, producer: Any = None
+    ) -> list[str]:
         """Send one message per run; returns the ids sent. Never raises for the broker: the
-        callers record what could not be sent for the sweeper."""
+        callers record what could not be sent for the sweeper. ``producer``: a kombu
+        Producer to publish through (its batch, see ``record_and_publish_many``)."""
         if not runs:
             return []
         message = delivery_message(delivery)
@@ -90,6 +95,7 @@ class CeleryScheduler:
                         kwargs={"delivery": message},
                         task_id=run.id,
                         queue=run.queue,
+                        producer=producer,
                         **options,
                     )
                 else:  # a process that knows the name only (e.g. a sweeper elsewhere)
@@ -100,6 +106,7 @@ class CeleryScheduler:
                         kwargs={"delivery": message},
                         task_id=run.id,
                         queue=run.queue,
+                        producer=producer,
                         **options,
                     )
             except Exception:
@@ -144,11 +151,54 @@ class CeleryScheduler:
     ) -> tuple[list[RunRecord], list[str]]:
         runs = self.record(delivery, specs)  # committed, already QUEUED
         published = self.publish(runs, delivery)
-        unsent = [run.id for run in runs if run.id not in set(published)]
+        self._mark_unsent(runs, published)
+        return runs, published
+
+    def record_and_publish_many(
+        self, batch: Sequence[tuple[Delivery, Sequence[HandlerSpec]]]
+    ) -> list[tuple[list[RunRecord], list[str]] | Exception]:
+        """``record_and_publish`` for several deliveries: one store transaction, and the
+        messages through one producer in one batch (one pipelined round trip on Redis).
+
+        Each delivery gets its own answer, in order: its runs and the ids published, or the
+        exception recording it raised (StoreUnavailable: the intake answers 503).
+        """
+        recorded = self.store.record_many(
+            [(delivery, self.plans(specs)) for delivery, specs in batch], queued=True
+        )
+        published: dict[int, list[str]] = {}
+        try:
+            with self.celery.producer_or_acquire() as producer, producer.batch():
+                for n, ((delivery, _), runs) in enumerate(zip(batch, recorded, strict=True)):
+                    if not isinstance(runs, Exception):
+                        published[n] = self.publish(runs, delivery, producer)
+        except Exception:
+            # The batch could not be flushed: which messages left is unknown, so all count
+            # as unsent. The sweeper republishes them; a copy that did arrive is skipped by
+            # the worker's claim.
+            LOG.warning("Could not publish a batch of %d deliveries", len(batch), exc_info=True)
+            published = {}
+        answers: list[tuple[list[RunRecord], list[str]] | Exception] = []
+        unsent: list[str] = []
+        for n, runs in enumerate(recorded):
+            if isinstance(runs, Exception):
+                answers.append(runs)
+                continue
+            sent = published.get(n, [])
+            sent_ids = set(sent)
+            unsent += [run.id for run in runs if run.id not in sent_ids]
+            answers.append((runs, sent))
+        self._mark_unsent_ids(unsent)
+        return answers
+
+    def _mark_unsent(self, runs: Sequence[RunRecord], published: Sequence[str]) -> None:
+        sent = set(published)
+        self._mark_unsent_ids([run.id for run in runs if run.id not in sent])
+
+    def _mark_unsent_ids(self, unsent: Sequence[str]) -> None:
         if unsent:
             try:
                 self.store.mark_unpublished(unsent)
             except Exception:
                 # Left QUEUED: the sweeper's queued-too-long case republishes them.
                 LOG.warning("Could not mark runs %s unpublished", unsent, exc_info=True)
-        return runs, published

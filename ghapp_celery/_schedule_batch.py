@@ -1,0 +1,110 @@
+"""Hand background deliveries from the event loop to scheduler threads, in batches.
+
+A delivery with background handlers is committed to the store and published before its 202.
+Done one delivery per thread (a pool of 16), every request paid for its own transaction, its
+own broker round trip and several thread switches: under load at concurrency 100 the web
+process spent 2.0-2.4 ms of CPU per delivery, against 1.2 ms for one delivery at a time. Here
+a request queues its delivery and awaits a future; a scheduler thread takes everything queued,
+records it in one transaction, publishes it in one pipelined batch, and settles the futures
+with one call into each event loop. Alone, a delivery is a batch of one: nothing waits for
+company.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from .routing import HandlerSpec
+from .webhooks import Delivery
+
+__all__ = ["BatchScheduler", "ScheduleBatcher"]
+
+#: Deliveries one thread records and publishes together at most.
+MAX_BATCH = 128
+
+Outcome = tuple[Sequence[Any], Sequence[str]]
+_Item = tuple[Delivery, Sequence[HandlerSpec], asyncio.AbstractEventLoop, "asyncio.Future[Outcome]"]
+
+
+class BatchScheduler(Protocol):
+    """Records background runs durably and publishes them (tasks.scheduler.CeleryScheduler)."""
+
+    def record_and_publish_many(
+        self, batch: Sequence[tuple[Delivery, Sequence[HandlerSpec]]]
+    ) -> Sequence[Outcome | Exception]: ...
+
+
+class ScheduleBatcher:
+    """Scheduler threads (started on first use, per process) fed by a queue of deliveries."""
+
+    def __init__(self, scheduler: Callable[[], BatchScheduler], threads: int) -> None:
+        self._scheduler = scheduler
+        self._threads = threads
+        self._reset()
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._started = False
+        self._start_lock = threading.Lock()
+
+    async def schedule(self, delivery: Delivery, specs: Sequence[HandlerSpec]) -> Outcome:
+        """Record and publish ``delivery``'s runs; raises what recording it raised."""
+        if self._pid != os.getpid():
+            self._reset()  # a forked child: the parent's threads are not here
+        if not self._started:
+            self._start()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Outcome] = loop.create_future()
+        self._queue.put((delivery, specs, loop, future))
+        return await future
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._started:
+                return
+            for n in range(self._threads):
+                name = f"ghapp-schedule-{n}"
+                threading.Thread(target=self._serve, name=name, daemon=True).start()
+            self._started = True
+
+    def _serve(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            self._run(batch)
+
+    def _run(self, batch: list[_Item]) -> None:
+        try:
+            outcomes = list(
+                self._scheduler().record_and_publish_many([(d, s) for d, s, _, _ in batch])
+            )
+        except Exception as exc:  # nothing of the batch is known to be recorded
+            outcomes = [exc] * len(batch)
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Outcome | Exception]]] = {}
+        for (_, _, loop, future), outcome in zip(batch, outcomes, strict=True):
+            by_loop.setdefault(loop, []).append((future, outcome))
+        for loop, settled in by_loop.items():
+            # A loop that has closed raises RuntimeError: nobody waits for those answers.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, settled)
+
+
+def _settle(settled: list[tuple[asyncio.Future[Outcome], Outcome | Exception]]) -> None:
+    for future, outcome in settled:
+        if future.done():  # the request was cancelled (client gone)
+            continue
+        if isinstance(outcome, Exception):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
