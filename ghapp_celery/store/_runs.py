@@ -12,7 +12,18 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Update, and_, bindparam, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Update,
+    and_,
+    bindparam,
+    extract,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from . import _sql
 from .errors import DeliveryNotFound
@@ -22,6 +33,7 @@ from .records import DeliveryState, RunPlan, RunRecord, RunState
 __all__ = [
     "claim",
     "due_for_sweep",
+    "finish",
     "mark_queued",
     "mark_unpublished",
     "record_runs",
@@ -171,7 +183,7 @@ _CLAIM = (
     .where(
         runs.c.id == bindparam("b_id"),
         or_(
-            runs.c.state.in_((RunState.RECEIVED, RunState.QUEUED, RunState.RETRYING)),
+            _sql.state_in(RunState.RECEIVED, RunState.QUEUED, RunState.RETRYING),
             and_(runs.c.state == RunState.STARTED, runs.c.lease_expires_at < bindparam("b_now")),
         ),
     )
@@ -232,6 +244,51 @@ def renew_leases(
 
 
 Changes = Callable[[Mapping[Any, Any]], dict[str, Any]]
+
+
+@functools.cache
+def _finish_statement(dialect: str, with_error: bool) -> Update:
+    """Finish a run that is not finished yet, its duration computed by the database from the
+    stored started_at: one statement instead of reading the row first."""
+    now = bindparam("b_now", type_=runs.c.finished_at.type)
+    if dialect == "sqlite":
+        # started_at is stored as text in UTC; julianday() reads it as a double, good to
+        # ~0.05 ms at today's dates, so keep a tenth of a millisecond.
+        days = func.julianday(now) - func.julianday(runs.c.started_at)
+        elapsed: Any = func.round(days * 86_400_000.0, 1)
+    else:
+        elapsed = extract("epoch", now - runs.c.started_at) * 1000.0
+    values: dict[Any, Any] = {
+        runs.c.state: bindparam("b_to"),
+        runs.c.updated_at: now,
+        runs.c.finished_at: now,
+        runs.c.lease_expires_at: None,
+        runs.c.duration_ms: elapsed,
+    }
+    if with_error:
+        values[runs.c.last_error] = bindparam("b_error")
+    return (
+        update(runs)
+        .where(runs.c.id == bindparam("b_id"), _sql.state_in(*UNFINISHED))
+        .values(values)
+        .returning(runs.c.delivery_id)
+    )
+
+
+def finish(
+    conn: Connection, run_id: str, state: RunState, now: datetime, error: str | None
+) -> bool:
+    """SUCCEEDED, FAILED or DEAD from any unfinished state; False when already finished."""
+    _sql.lock_delivery_for(conn, run_id)
+    params: dict[str, Any] = {"b_id": run_id, "b_to": state.value, "b_now": now}
+    if error is not None:
+        params["b_error"] = error
+    statement = _finish_statement(conn.dialect.name, error is not None)
+    delivery_id = conn.execute(statement, params).scalar()
+    if delivery_id is None:
+        return False
+    _sql.refresh_delivery_state(conn, delivery_id)
+    return True
 
 
 @functools.cache

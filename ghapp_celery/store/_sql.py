@@ -37,10 +37,12 @@ __all__ = [
     "delivery_from_row",
     "encode_cursor",
     "lock_deliveries",
+    "lock_delivery_for",
     "lock_delivery_of_run",
     "refresh_delivery_state",
     "refresh_delivery_states",
     "run_from_row",
+    "state_in",
     "upsert_delivery",
 ]
 
@@ -62,8 +64,14 @@ def decompress_payload(blob: bytes) -> dict[str, Any]:
     return value
 
 
+def state_in(*states: RunState) -> ColumnElement[bool]:
+    """``runs.state IN (...)`` as plain comparisons: a constant IN list is an "expanding"
+    parameter that SQLAlchemy re-renders on every execution of the hot statements."""
+    return or_(*(runs.c.state == state.value for state in states))
+
+
 def _has_run_in(*states: RunState) -> ColumnElement[bool]:
-    return exists().where(runs.c.delivery_id == deliveries.c.id, runs.c.state.in_(states))
+    return exists().where(runs.c.delivery_id == deliveries.c.id, state_in(*states))
 
 
 # Mirrors records.delivery_state(); evaluated by the database so a state change and the
@@ -109,6 +117,12 @@ def refresh_delivery_state(conn: Connection, delivery_id: str) -> None:
     conn.execute(_REFRESH_ONE, {"b_delivery": delivery_id})
 
 
+def lock_delivery_for(conn: Connection, run_id: str) -> None:
+    """PostgreSQL: lock the run's delivery row (see ``lock_delivery_of_run``); SQLite: nothing."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(_LOCK_DELIVERY_OF_RUN, {"b_run": run_id})
+
+
 def lock_delivery_of_run(conn: Connection, run_id: str) -> Mapping[Any, Any] | None:
     """Lock the run's delivery row, then return the run's current row (None if unknown).
 
@@ -118,8 +132,7 @@ def lock_delivery_of_run(conn: Connection, run_id: str) -> Mapping[Any, Any] | N
     order (delivery, then runs) everywhere rules out deadlocks with record(). SQLite needs
     none of it: write transactions there are already serial (BEGIN IMMEDIATE).
     """
-    if conn.dialect.name == "postgresql":
-        conn.execute(_LOCK_DELIVERY_OF_RUN, {"b_run": run_id})
+    lock_delivery_for(conn, run_id)
     row = conn.execute(_RUN, {"b_run": run_id}).first()
     return None if row is None else row._mapping
 

@@ -247,23 +247,10 @@ class DeliveryStore(Database):
         self, run_id: str, state: RunState, error: str | None, now: datetime | None
     ) -> bool:
         at = _utc(now)
-
-        def changes(run: Mapping[Any, Any]) -> dict[str, Any]:
-            started = run["started_at"]
-            values: dict[str, Any] = {
-                "finished_at": at,
-                "duration_ms": None if started is None else (at - started).total_seconds() * 1e3,
-                "lease_expires_at": None,
-            }
-            if error is not None:
-                values["last_error"] = _error_text(error)
-            return values
-
+        text = None if error is None else _error_text(error)
         # From any unfinished state: a worker that ran the handler must be able to say so even
         # if the sweeper re-queued the run meanwhile. A finished run is never overwritten.
-        return self._write(
-            lambda conn: _runs.transition(conn, run_id, state, _runs.UNFINISHED, at, changes)
-        )
+        return self._write(lambda conn: _runs.finish(conn, run_id, state, at, text))
 
     def due_for_sweep(
         self,
