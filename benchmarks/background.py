@@ -592,7 +592,8 @@ def render(r: Results, quick: bool) -> str:
         assert t.post is not None
         workers = f"{t.workers} x " if t.workers > 1 else ""
         add(
-            f"| {t.broker} | {workers}`{t.pool}` | {t.deliveries:,} | {t.concurrency} | >= {target:,}/s"
+            f"| {t.broker} | {workers}`{t.pool}` | {t.deliveries:,} | {t.concurrency}"
+            f" | >= {target:,}/s"
             f" | {t.e2e_rate:,.0f}/s | {t.drain_rate:,.0f}/s"
             f" | {pct(t.post.latencies_ms, 50):.1f} / {pct(t.post.latencies_ms, 99):.1f}"
             f" | {verdict(t.e2e_rate >= target)} |"

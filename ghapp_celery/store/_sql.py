@@ -18,7 +18,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
-    exists,
+    func,
     or_,
     select,
     update,
@@ -70,18 +70,29 @@ def state_in(*states: RunState) -> ColumnElement[bool]:
     return or_(*(runs.c.state == state.value for state in states))
 
 
-def _has_run_in(*states: RunState) -> ColumnElement[bool]:
-    return exists().where(runs.c.delivery_id == deliveries.c.id, state_in(*states))
-
-
 # Mirrors records.delivery_state(); evaluated by the database so a state change and the
-# delivery's new state commit together without reading every run back.
+# delivery's new state commit together without reading every run back. One pass over the
+# delivery's runs (the (delivery_id, handler) index) taking the highest-ranked state: five
+# EXISTS per state let SQLite's planner, which has no statistics, search the runs' state
+# index instead, scanning every queued run of every delivery while a backlog waits (a finish
+# cost grew with the backlog: 1.0 ms at 2,000 queued runs, 2.2 ms at 8,000).
+_PRECEDENCE = [  # highest first
+    ((RunState.STARTED, RunState.RETRYING), DeliveryState.RUNNING),
+    ((RunState.DEAD,), DeliveryState.DEAD),
+    ((RunState.FAILED,), DeliveryState.FAILED),
+    ((RunState.QUEUED,), DeliveryState.QUEUED),
+    ((RunState.RECEIVED,), DeliveryState.RECEIVED),
+]
+_RANK = case(
+    *((state_in(*states), len(_PRECEDENCE) - n) for n, (states, _) in enumerate(_PRECEDENCE)),
+    else_=0,
+)
+_HIGHEST_RANK = (
+    select(func.max(_RANK)).where(runs.c.delivery_id == deliveries.c.id).scalar_subquery()
+)
 _DELIVERY_STATE = case(
-    (_has_run_in(RunState.STARTED, RunState.RETRYING), DeliveryState.RUNNING.value),
-    (_has_run_in(RunState.DEAD), DeliveryState.DEAD.value),
-    (_has_run_in(RunState.FAILED), DeliveryState.FAILED.value),
-    (_has_run_in(RunState.QUEUED), DeliveryState.QUEUED.value),
-    (_has_run_in(RunState.RECEIVED), DeliveryState.RECEIVED.value),
+    {len(_PRECEDENCE) - n: delivery.value for n, (_, delivery) in enumerate(_PRECEDENCE)},
+    value=_HIGHEST_RANK,  # evaluated once: CASE (subquery) WHEN 5 THEN ... END
     else_=DeliveryState.SUCCEEDED.value,
 )
 
