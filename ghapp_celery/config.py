@@ -55,7 +55,7 @@ class Settings(BaseSettings):
         default=100, gt=0, description="Threads for blocking inline handlers."
     )
     schedule_threads: int = Field(
-        default=4, gt=0, description="Threads recording and publishing background runs."
+        default=2, gt=0, description="Threads recording and publishing background runs."
     )
 
     # -- GitHub API calls ----------------------------------------------------------------------

@@ -110,7 +110,7 @@ class WebhookIntake:
         policy: Callable[[], IntakePolicy],
         *,
         sync_threads: int = 100,
-        schedule_threads: int = 4,
+        schedule_threads: int = 2,
         scheduler: Callable[[], BatchScheduler] | None = None,
         auth: Callable[[], Any] | None = None,
     ) -> None:
