@@ -140,3 +140,38 @@ def test_a_write_alone_is_committed_at_once(store: DeliveryStore) -> None:
         store.record(make_delivery(delivery_id), PLAN)
         assert commits[0] == n  # committed before record() returned, no batch awaited
     assert all(store.get_delivery(delivery_id) is not None for delivery_id in ids)
+
+
+class Interrupt(BaseException):
+    """Like KeyboardInterrupt or a worker's hard time limit, raised inside the leader."""
+
+
+def test_an_interrupted_leader_hands_the_queued_writes_on(store: DeliveryStore) -> None:
+    entered, release = threading.Event(), threading.Event()
+    raised: list[BaseException] = []
+
+    def interrupted(conn: Connection) -> None:
+        entered.set()
+        release.wait(10)
+        raise Interrupt()
+
+    def lead() -> None:
+        try:
+            store._write(interrupted)
+        except Interrupt as exc:
+            raised.append(exc)
+
+    leader = threading.Thread(target=lead)
+    leader.start()
+    assert entered.wait(10)
+    deliveries = [make_delivery() for _ in range(5)]
+    threads = [threading.Thread(target=store.record, args=(d, PLAN)) for d in deliveries]
+    for t in threads:
+        t.start()
+    wait_queued(store, 5)
+    release.set()
+    for t in [leader, *threads]:
+        t.join(10)
+        assert not t.is_alive(), "a queued write was never committed"
+    assert len(raised) == 1
+    assert store.counts()[RunState.RECEIVED] == 5

@@ -30,17 +30,33 @@ MAX_BATCH = 64
 
 
 class _Write(Generic[T]):
-    __slots__ = ("apply", "done", "error", "result")
+    __slots__ = ("_wake", "apply", "done", "error", "result")
 
     def __init__(self, apply: Callable[[Connection], T]) -> None:
         self.apply = apply
         self.result: T | None = None
         self.error: Exception | None = None
         self.done = False
+        # A lock taken at birth is the cheapest one-shot wake-up: release() once, by whoever
+        # finished this write or hands its thread the lead.
+        self._wake = threading.Lock()
+        self._wake.acquire()
+
+    def wait(self) -> None:
+        self._wake.acquire()
+
+    def wake(self) -> None:
+        self._wake.release()
 
 
 class WriteCombiner:
-    """Runs ``apply(conn)`` callables in shared write transactions from ``transaction()``."""
+    """Runs ``apply(conn)`` callables in shared write transactions from ``transaction()``.
+
+    One thread at a time leads: it commits what is queued, batch after batch, until its own
+    write is done, then hands the lead to the thread of the next queued write. The others
+    sleep until their write is done (or the lead is theirs) and are woken exactly once, so
+    fifty threads do not all wake to find their work already committed.
+    """
 
     def __init__(self, transaction: Callable[[], AbstractContextManager[Connection]]) -> None:
         self._transaction = transaction
@@ -50,46 +66,67 @@ class WriteCombiner:
         self._pid = os.getpid()
         self._pending: list[_Write[Any]] = []
         self._pending_lock = threading.Lock()
-        self._writer = threading.Lock()
+        self._leading = False
 
     def run(self, apply: Callable[[Connection], T]) -> T:
         if self._pid != os.getpid():
-            self._reset()  # a forked child: the parent's queue and locks are not ours
+            self._reset()  # a forked child: the parent's queue and leader are not ours
         write = _Write(apply)
         with self._pending_lock:
             self._pending.append(write)
-        while not write.done:
-            with self._writer:
-                if write.done:  # committed by the thread that held the writer
-                    break
-                with self._pending_lock:
-                    batch = self._pending[:MAX_BATCH]
-                    del self._pending[:MAX_BATCH]
-                self._commit_batch(batch, write)
+            lead = not self._leading
+            self._leading = True
+        if not lead:
+            write.wait()  # done by the leader, or the lead handed to us
+        if not write.done:
+            self._lead(write)
         if write.error is not None:
             raise write.error
         return write.result  # type: ignore[return-value]  # set when done without an error
+
+    def _lead(self, own: _Write[Any]) -> None:
+        successor: _Write[Any] | None = None
+        try:
+            while not own.done:
+                with self._pending_lock:
+                    batch = self._pending[:MAX_BATCH]
+                    del self._pending[:MAX_BATCH]
+                self._commit_batch(batch, own)
+        finally:
+            with self._pending_lock:
+                if self._pending:
+                    successor = self._pending[0]  # its thread leads next
+                else:
+                    self._leading = False
+            if successor is not None:
+                successor.wake()
 
     def _commit_batch(self, batch: list[_Write[Any]], own: _Write[Any]) -> None:
         try:
             if len(batch) == 1:
                 self._commit_alone(batch[0])
-                return
-            try:
-                with self._transaction() as conn:
-                    results = [write.apply(conn) for write in batch]
-            except Exception:
-                # Rolled back as a whole: give every write its own transaction and outcome.
-                for write in batch:
-                    self._commit_alone(write)
-                return
-            for write, result in zip(batch, results, strict=True):
-                write.result, write.done = result, True
+            else:
+                try:
+                    with self._transaction() as conn:
+                        results = [write.apply(conn) for write in batch]
+                except Exception:
+                    # Rolled back as a whole: give every write its own transaction and outcome.
+                    for write in batch:
+                        self._commit_alone(write)
+                else:
+                    for write, result in zip(batch, results, strict=True):
+                        write.result, write.done = result, True
         finally:
-            # Interrupted by a BaseException: other threads' writes that did not finish go back
-            # to the queue, where their threads (waiting on the writer) pick them up.
-            unfinished = [write for write in batch if not write.done and write is not own]
+            unfinished = []
+            for write in batch:
+                if write.done:
+                    if write is not own:
+                        write.wake()
+                elif write is not own:
+                    unfinished.append(write)
             if unfinished:
+                # Interrupted by a BaseException: other threads' writes go back to the front of
+                # the queue, and the lead passes on to one of them (see _lead).
                 with self._pending_lock:
                     self._pending[:0] = unfinished
 
