@@ -556,25 +556,46 @@ with an installation, signed, a fresh delivery id each. Worker flags: the reposi
 # process, callgrind-free CPU times). Written by hand: re-check it when the numbers move.
 WHERE_THE_TIME_GOES = """\
 **Where the time goes, and what was changed.** The first full run of this benchmark measured
-76/s (Redis), 75/s (SQLite), 74/s (I/O handler), acks at 0.08x and 131-137 MB per worker; its
-profile put most of the time in the store: four SQLite write transactions per delivery,
-serialised, each waiting in SQLite's sleeping busy handler. Since then: a delivery's runs are
-recorded already `queued` in the intake's one transaction (three writes per delivery, not
-four); SQLite writers queue on a thread lock and an `flock` that wake the next writer at once;
-the delivery upsert is built once (`record` 0.67 -> 0.37 ms CPU); Celery no longer
-`repr()`-walks the payload into each message; task events are opt-in; a worker's claim is two
-statements instead of four (3.2 -> 2.2 ms CPU per run); an up-to-date store opens without
-importing Alembic (-7 MB per worker); and the intake records and publishes on its own thread
-pool rather than through anyio.to_thread.
+76/s (Redis), 75/s (SQLite), 74/s (I/O handler), acks at 0.08x and 131-137 MB per worker; the
+run before this one (same day) 212/s, 91/s, 111/s, 0.24x and 109-127 MB. Per-process CPU
+accounting under load (`/proc` times of each process over a run) then showed the web process
+at 2.0-2.4 ms and a worker at 2.4-3.3 ms per delivery, most of it not in anything a single
+delivery needs. Changed since (each with its own commit and measurement):
 
-What remains is CPU on two shared cores: the web process spends about 1.2 ms of CPU per
-background delivery (the store's commit, kombu's publish, which builds a Redis client object
-per put, and the HTTP work) and a worker about 1.4 ms per run (2.2 ms when the tables above
-were measured: the lease keeper then renewed on every task start, one more store write per
-run): Celery's trace, the claim and the success write, the hop to the event loop. The load
-generator and redis-server share the same two cores. Reaching the targets needs batching across
-deliveries (one commit and one pipeline publish for many concurrent webhooks; claims and
-results written in groups), not faster single writes; that is the next step, not done here."""
+- *Intake batching.* Requests queue their delivery for two scheduler threads; each takes all
+  that is waiting, records it in one transaction (`DeliveryStore.record_many`) and publishes
+  it through one kombu producer batch (one pipelined Redis round trip). Web CPU per delivery
+  2.2 -> 1.0 ms; the 202 rate went from 0.24x to about 0.45-0.7x the inline rate.
+- *Group commit* on SQLite: writes from a process's threads that queue behind a busy writer
+  share its next transaction, with one leader at a time and each waiting thread woken once.
+- *Cheaper store statements.* The claim and finish statements are built once (constructing
+  them cost more than running them), a run is finished by one `UPDATE ... RETURNING`, and a
+  delivery's state is one pass over its own runs: SQLite's planner had answered the old five
+  `EXISTS` by scanning every queued run, so a finish grew with the backlog. In process, a
+  no-op run (claim, handler, finish, Celery's trace) went 1.40 -> 0.82 ms CPU at 2,000 queued
+  runs and 2.16 -> 1.04 ms at 8,000.
+- *The payload as received.* The intake keeps the body's JSON text; the store compresses it
+  and the message carries it as one string, and the worker parses it without kombu's
+  per-object hook (together about a quarter of the JSON work per delivery).
+- *Brokers.* The embedded `sqlite://` transport wakes the consumer on each acknowledgement
+  instead of sleeping a 0.1 s polling interval whenever the prefetch window is full (that
+  sleep was the whole 90/s ceiling), and hands a message out with one `DELETE ... RETURNING`.
+  On Redis, one client object per kombu channel (kombu built a `redis.Redis`, ~72 us, for
+  every publish and every message's two bookkeeping pipelines).
+- *Memory.* No SQLAlchemy ORM in the worker (kombu's SQL transport needed it), and PyJWT and
+  cryptography only once a JWT is signed: importing the benchmark app 82 -> 55 MB.
+- *The I/O handler* now calls `event.github.get(...)` as a user would, instead of its own
+  200-connection httpx client: httpcore's pool bookkeeping grows with the square of the pool,
+  and cost that worker 11.7 ms CPU per run (our client shards the pool: 4.6 ms).
+
+What remains is Celery's and kombu's own per-message work and Python on two shared cores: a
+worker spends about 2.2-2.5 ms of CPU per no-op run under load (1 ms of it ours: claim, finish,
+event loop hop), the web process about 1.0 ms per delivery (0.5 ms of it is the same HTTP work
+as an inline delivery; `apply_async` about 0.25 ms), redis-server and the load generator the
+rest. One worker process is bound by its GIL at about 350-400 runs/s; a second one adds what
+the two cores have left. The 202 p99 target cannot be met at concurrency 100 on this host by
+any handler: the inline no-op itself answers with a p50 of about 45 ms and a p99 over 100 ms
+here (100 requests in flight at ~1,800 answers/s is 55 ms each on average)."""
 
 
 def render(r: Results, quick: bool) -> str:
