@@ -85,12 +85,16 @@ class ScheduleBatcher:
             self._run(batch)
 
     def _run(self, batch: list[_Item]) -> None:
+        fatal: BaseException | None = None
         try:
-            outcomes = list(
+            outcomes: list[Outcome | Exception] = list(
                 self._scheduler().record_and_publish_many([(d, s) for d, s, _, _ in batch])
             )
         except Exception as exc:  # nothing of the batch is known to be recorded
             outcomes = [exc] * len(batch)
+        except BaseException as exc:  # still answer the requests before this thread ends
+            fatal = exc
+            outcomes = [RuntimeError("the scheduler thread stopped")] * len(batch)
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Outcome | Exception]]] = {}
         for (_, _, loop, future), outcome in zip(batch, outcomes, strict=True):
             by_loop.setdefault(loop, []).append((future, outcome))
@@ -98,6 +102,8 @@ class ScheduleBatcher:
             # A loop that has closed raises RuntimeError: nobody waits for those answers.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_settle, settled)
+        if fatal is not None:
+            raise fatal
 
 
 def _settle(settled: list[tuple[asyncio.Future[Outcome], Outcome | Exception]]) -> None:

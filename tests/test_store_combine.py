@@ -3,6 +3,7 @@ thread still gets its own result, and one failing write does not fail the others
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 import uuid
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection, event, text
+from sqlalchemy.exc import OperationalError
 
 from ghapp_celery.store import DeliveryStore, RunPlan, RunState, StoreUnavailable
 from tests.test_store import make_delivery
@@ -89,8 +91,8 @@ def test_a_failing_write_fails_alone(store: DeliveryStore) -> None:
     holder = hold_writer(store, release)
     outcomes: dict[str, object] = {}
 
-    def broken(conn: Connection) -> None:
-        conn.execute(text("INSERT INTO no_such_table VALUES (1)"))
+    def broken(conn: Connection) -> None:  # a constraint: this statement's own problem
+        conn.execute(text("INSERT INTO ghapp_deliveries (id) VALUES ('x')"))
 
     def run(name: str, write: object) -> None:
         try:
@@ -175,3 +177,31 @@ def test_an_interrupted_leader_hands_the_queued_writes_on(store: DeliveryStore) 
         assert not t.is_alive(), "a queued write was never committed"
     assert len(raised) == 1
     assert store.counts()[RunState.RECEIVED] == 5
+
+
+def test_when_the_database_fails_the_whole_batch_fails_at_once(store: DeliveryStore) -> None:
+    """No retry one write at a time: each would only wait out the same failure."""
+    release = threading.Event()
+    holder = hold_writer(store, release)
+    attempts = [0]
+    outcomes: list[object] = []
+
+    def locked(conn: Connection) -> None:
+        attempts[0] += 1
+        raise OperationalError("UPDATE x", {}, sqlite3.OperationalError("database is locked"))
+
+    def run() -> None:
+        try:
+            store._write(locked)
+        except Exception as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    wait_queued(store, 4)
+    release.set()
+    for t in [holder, *threads]:
+        t.join(10)
+    assert len(outcomes) == 4 and all(isinstance(o, StoreUnavailable) for o in outcomes)
+    assert attempts[0] == 1  # one batch, no retries

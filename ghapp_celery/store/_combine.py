@@ -8,7 +8,8 @@ in one transaction and hands each thread its result (flat combining). Alone, a w
 transaction as before: there is no timer, so no latency is added to wait for company.
 
 A write that raises is not allowed to fail the others: the batch is rolled back and each of its
-writes is run again in a transaction of its own, so each thread sees only its own outcome.
+writes is run again in a transaction of its own, so each thread sees only its own outcome
+(unless the database itself failed: then every write of the batch gets that error at once).
 """
 
 from __future__ import annotations
@@ -58,8 +59,16 @@ class WriteCombiner:
     fifty threads do not all wake to find their work already committed.
     """
 
-    def __init__(self, transaction: Callable[[], AbstractContextManager[Connection]]) -> None:
+    def __init__(
+        self,
+        transaction: Callable[[], AbstractContextManager[Connection]],
+        *,
+        retry_alone: Callable[[Exception], bool] = lambda exc: True,
+    ) -> None:
         self._transaction = transaction
+        # Whether a failed batch's writes are worth retrying one by one: not when the
+        # database is down, where each retry would only wait out the same failure.
+        self._retry_alone = retry_alone
         self._reset()
 
     def _reset(self) -> None:
@@ -109,10 +118,14 @@ class WriteCombiner:
                 try:
                     with self._transaction() as conn:
                         results = [write.apply(conn) for write in batch]
-                except Exception:
-                    # Rolled back as a whole: give every write its own transaction and outcome.
+                except Exception as exc:
+                    # Rolled back as a whole: give every write its own transaction and outcome,
+                    # unless the database itself failed.
                     for write in batch:
-                        self._commit_alone(write)
+                        if self._retry_alone(exc):
+                            self._commit_alone(write)
+                        else:
+                            write.error, write.done = exc, True
                 else:
                     for write, result in zip(batch, results, strict=True):
                         write.result, write.done = result, True

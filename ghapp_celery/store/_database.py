@@ -16,7 +16,14 @@ from ._combine import WriteCombiner
 from ._schema import current_revision as _current_revision
 from ._schema import upgrade_if_needed
 from ._writelock import SQLiteWriteLock
-from .engine import WRITE, fork_safe, make_engine, prepare_sqlite_path, unavailable_on_error
+from .engine import (
+    WRITE,
+    fork_safe,
+    is_outage,
+    make_engine,
+    prepare_sqlite_path,
+    unavailable_on_error,
+)
 
 __all__ = ["Database"]
 
@@ -51,7 +58,9 @@ class Database:
         # a commit. PostgreSQL runs them in parallel, and one transaction taking several
         # deliveries' row locks in arbitrary order could deadlock with another.
         self._combiner = (
-            WriteCombiner(lambda: self._tx(write=True)) if self._dialect == "sqlite" else None
+            WriteCombiner(lambda: self._tx(write=True), retry_alone=lambda e: not is_outage(e))
+            if self._dialect == "sqlite"
+            else None
         )
         self._ready = False
         self._ready_lock = threading.Lock()

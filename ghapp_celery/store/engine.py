@@ -11,7 +11,14 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    InterfaceError,
+    NoSuchModuleError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from ..exceptions import ConfigurationError
 from .errors import StoreUnavailable
@@ -102,6 +109,14 @@ def unavailable_on_error() -> Iterator[None]:
         yield
     except (SQLAlchemyError, sqlite3.Error) as exc:  # sqlite3: errors raised in our pragmas
         raise StoreUnavailable(f"The delivery store is unavailable ({type(exc).__name__})") from exc
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether a store error means the database itself failed (unreachable, locked, out of
+    connections: any statement would fail the same way), not one statement's own problem (a
+    constraint, bad data), which is worth retrying apart from the others of its batch."""
+    cause = exc.__cause__ if isinstance(exc, StoreUnavailable) else exc
+    return isinstance(cause, (OperationalError, InterfaceError, PoolTimeout, sqlite3.Error))
 
 
 def fork_safe(engine: Engine, owner_pid: int) -> int:

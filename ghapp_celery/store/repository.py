@@ -16,6 +16,7 @@ from sqlalchemy import Connection, delete
 from ..webhooks import Delivery
 from . import _reads, _runs, _sql
 from ._database import Database
+from .engine import is_outage
 from .models import deliveries
 from .records import DeliveryRecord, DeliveryState, Page, RunPlan, RunRecord, RunState
 
@@ -88,7 +89,8 @@ class DeliveryStore(Database):
 
         Each item gets its own answer, in order: its runs, or the exception that recording
         it alone raised (a batch that cannot commit is retried one delivery at a time, so
-        one bad delivery does not fail the others).
+        one bad delivery does not fail the others). When the database itself failed
+        (unreachable, locked), StoreUnavailable is raised for the whole batch instead.
         """
         at = _utc(now)
         recorders = [self._recorder(d, plans, at, queued) for d, plans in items]
@@ -106,9 +108,9 @@ class DeliveryStore(Database):
 
         try:
             return self._write(record_all)
-        except Exception:
-            if len(recorders) == 1:
-                raise
+        except Exception as exc:
+            if len(recorders) == 1 or is_outage(exc):
+                raise  # the database is down: every delivery of the batch fails the same way
         answers: list[list[RunRecord] | Exception] = []
         for record in recorders:
             try:
