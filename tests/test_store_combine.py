@@ -60,11 +60,23 @@ def wait_queued(store: DeliveryStore, n: int) -> None:
         time.sleep(0.005)
 
 
+def run_queued(store: DeliveryStore, threads: list[threading.Thread]) -> None:
+    """Start ``threads`` while a write keeps the writer busy, so each queues one write behind
+    it; then let the writer go and wait for all of them."""
+    release = threading.Event()
+    holder = hold_writer(store, release)
+    for t in threads:
+        t.start()
+    wait_queued(store, len(threads))
+    release.set()
+    for t in [holder, *threads]:
+        t.join(10)
+        assert not t.is_alive(), "a queued write was never committed"
+
+
 def test_writes_queued_behind_a_busy_writer_share_one_commit(store: DeliveryStore) -> None:
     deliveries = [make_delivery() for _ in range(10)]
     commits = count_commits(store)
-    release = threading.Event()
-    holder = hold_writer(store, release)
     results: dict[str, list[str]] = {}
 
     def record(d: object) -> None:
@@ -72,12 +84,7 @@ def test_writes_queued_behind_a_busy_writer_share_one_commit(store: DeliveryStor
         results[d.id] = [r.delivery_id for r in runs]  # type: ignore[attr-defined]
 
     threads = [threading.Thread(target=record, args=(d,)) for d in deliveries]
-    for t in threads:
-        t.start()
-    wait_queued(store, 10)
-    release.set()
-    for t in [holder, *threads]:
-        t.join(10)
+    run_queued(store, threads)
     # The holder's transaction, then one for all ten queued writes.
     assert commits[0] == 2
     # Every thread got its own delivery's run back, and every row is there.
@@ -87,8 +94,6 @@ def test_writes_queued_behind_a_busy_writer_share_one_commit(store: DeliveryStor
 
 def test_a_failing_write_fails_alone(store: DeliveryStore) -> None:
     good = [make_delivery() for _ in range(5)]
-    release = threading.Event()
-    holder = hold_writer(store, release)
     outcomes: dict[str, object] = {}
 
     def broken(conn: Connection) -> None:  # a constraint: this statement's own problem
@@ -104,12 +109,7 @@ def test_a_failing_write_fails_alone(store: DeliveryStore) -> None:
     threads += [
         threading.Thread(target=run, args=(d.id, lambda d=d: store.record(d, PLAN))) for d in good
     ]
-    for t in threads:
-        t.start()
-    wait_queued(store, 6)
-    release.set()
-    for t in [holder, *threads]:
-        t.join(10)
+    run_queued(store, threads)
     assert isinstance(outcomes.pop("broken"), StoreUnavailable)
     assert all(isinstance(v, list) and len(v) == 1 for v in outcomes.values()), outcomes
     assert store.counts()[RunState.RECEIVED] == 5
@@ -117,19 +117,12 @@ def test_a_failing_write_fails_alone(store: DeliveryStore) -> None:
 
 def test_two_claims_of_one_run_in_one_batch_one_wins(store: DeliveryStore) -> None:
     (run,) = store.record(make_delivery(), PLAN, queued=True)
-    release = threading.Event()
-    holder = hold_writer(store, release)
     claims: list[object] = []
     threads = [
         threading.Thread(target=lambda: claims.append(store.claim(run.id, lease_seconds=60)))
         for _ in range(4)
     ]
-    for t in threads:
-        t.start()
-    wait_queued(store, 4)
-    release.set()
-    for t in [holder, *threads]:
-        t.join(10)
+    run_queued(store, threads)
     won = [c for c in claims if c is not None]
     assert len(claims) == 4 and len(won) == 1
     assert store.get_run(run.id).attempts == 1  # type: ignore[union-attr]
@@ -181,8 +174,6 @@ def test_an_interrupted_leader_hands_the_queued_writes_on(store: DeliveryStore) 
 
 def test_when_the_database_fails_the_whole_batch_fails_at_once(store: DeliveryStore) -> None:
     """No retry one write at a time: each would only wait out the same failure."""
-    release = threading.Event()
-    holder = hold_writer(store, release)
     attempts = [0]
     outcomes: list[object] = []
 
@@ -197,11 +188,6 @@ def test_when_the_database_fails_the_whole_batch_fails_at_once(store: DeliverySt
             outcomes.append(exc)
 
     threads = [threading.Thread(target=run) for _ in range(4)]
-    for t in threads:
-        t.start()
-    wait_queued(store, 4)
-    release.set()
-    for t in [holder, *threads]:
-        t.join(10)
+    run_queued(store, threads)
     assert len(outcomes) == 4 and all(isinstance(o, StoreUnavailable) for o in outcomes)
     assert attempts[0] == 1  # one batch, no retries
