@@ -32,6 +32,9 @@ Outcome = tuple[Sequence[Any], Sequence[str]]
 _Item = tuple[Delivery, Sequence[HandlerSpec], asyncio.AbstractEventLoop, "asyncio.Future[Outcome]"]
 
 
+_STOP: Any = object()  # queued once per thread by close()
+
+
 class BatchScheduler(Protocol):
     """Records background runs durably and publishes them (tasks.scheduler.CeleryScheduler)."""
 
@@ -74,14 +77,30 @@ class ScheduleBatcher:
                 threading.Thread(target=self._serve, name=name, daemon=True).start()
             self._started = True
 
+    def close(self) -> None:
+        """Stop the threads once the deliveries already queued are done (app shutdown); a
+        later delivery starts new ones."""
+        with self._start_lock:
+            if self._started and self._pid == os.getpid():
+                for _ in range(self._threads):
+                    self._queue.put(_STOP)
+            self._started = False
+
     def _serve(self) -> None:
         while True:
-            batch = [self._queue.get()]
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch = [first]
             while len(batch) < MAX_BATCH:
                 try:
-                    batch.append(self._queue.get_nowait())
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     break
+                if item is _STOP:
+                    self._queue.put(item)  # for this thread's next turn: finish the batch first
+                    break
+                batch.append(item)
             self._run(batch)
 
     def _run(self, batch: list[_Item]) -> None:

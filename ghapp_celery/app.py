@@ -295,7 +295,10 @@ class GitHubApp(BackgroundMixin, CredentialsMixin, OAuthMixin):
         app.router.lifespan_context = lifespan
 
     async def aclose(self) -> None:
-        """Close the HTTP clients this app opened (called on the FastAPI app's shutdown)."""
+        """Close the HTTP clients and threads this app opened (called on the FastAPI app's
+        shutdown)."""
+        if self._intake is not None:
+            self._intake.close()
         if self._auth is not None:
             from .github import aclose_sessions
 

@@ -124,6 +124,14 @@ class WebhookIntake:
             ScheduleBatcher(scheduler, schedule_threads) if scheduler is not None else None
         )
 
+    def close(self) -> None:
+        """Let the scheduler threads and the handler pool end (the app is shutting down)."""
+        if self._batcher is not None:
+            self._batcher.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+
     @property
     def executor(self) -> ThreadPoolExecutor:
         # Our own pool for blocking handlers: the default executor has min(32, cpu + 4)

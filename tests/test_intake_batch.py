@@ -101,3 +101,28 @@ def test_a_store_outage_answers_503_for_every_delivery_of_the_batch(
     assert [a.status_code for a in answers] == [503] * 5
     assert all(a.json()["error"] == "store_unavailable" for a in answers)
     assert "down" not in answers[0].text and SECRET not in answers[0].text
+
+
+def test_shutdown_ends_the_scheduler_threads_and_a_restart_brings_them_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi.testclient import TestClient
+
+    env = environment(tmp_path, sqlite_broker_url(tmp_path / "broker.sqlite"))
+    app = make_app(monkeypatch, env)
+
+    def scheduler_threads() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name.startswith("ghapp-schedule-")]
+
+    before = set(scheduler_threads())
+    for _ in range(2):  # a second start after the first shutdown works the same
+        with TestClient(app.web) as client:  # type: ignore[attr-defined]
+            body, headers, _ = issue("opened")
+            assert (
+                client.post("/webhooks/github/", content=body, headers=headers).status_code == 202
+            )
+            started = set(scheduler_threads()) - before
+            assert len(started) == 2  # GITHUBAPP_SCHEDULE_THREADS' default
+        for thread in started:
+            thread.join(5)
+            assert not thread.is_alive()
