@@ -54,7 +54,7 @@ def test_concurrent_deliveries_share_commits_and_each_gets_its_own_runs(
     holder = threading.Thread(target=app.store._write, args=(lambda conn: release.wait(10),))
     with serve(app.web) as url:  # type: ignore[attr-defined]
         holder.start()
-        threading.Timer(0.5, release.set).start()
+        threading.Timer(1.0, release.set).start()  # long enough for all 60 to arrive
         answers = asyncio.run(post_all(url, [(b, h) for b, h, _ in posted]))
     holder.join()
     # Far fewer transactions than deliveries (one per batch, plus the holder's).
