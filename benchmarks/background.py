@@ -98,12 +98,14 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def redis_server(workdir: Path) -> Iterator[str]:
+def redis_server(workdir: Path, pids: dict[str, list[int]] | None = None) -> Iterator[str]:
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     command = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
     command += ["--appendonly", "no", "--dir", str(workdir)]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if pids is not None:
+        pids["redis-server"] = [proc.pid]
     try:
         deadline = time.monotonic() + 15
         while True:
@@ -120,11 +122,13 @@ def redis_server(workdir: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def fake_github(key_file: Path) -> Iterator[str]:
+def fake_github(key_file: Path, pids: dict[str, list[int]] | None = None) -> Iterator[str]:
     """FakeGitHub with 50 ms latency on every call, in its own process (its own GIL)."""
     port = free_port()
     command = [sys.executable, __file__, "--serve-fake-github", str(port), str(key_file)]
     proc = subprocess.Popen(command, cwd=ROOT)
+    if pids is not None:
+        pids["FakeGitHub"] = [proc.pid]
     try:
         _wait_http(f"http://127.0.0.1:{port}/", proc, "FakeGitHub")
         yield f"http://127.0.0.1:{port}"
@@ -153,10 +157,12 @@ class _Discard(list[Any]):
 
 
 @contextlib.contextmanager
-def web_server(env: dict[str, str]) -> Iterator[str]:
+def web_server(env: dict[str, str], pids: dict[str, list[int]] | None = None) -> Iterator[str]:
     port = free_port()
     command = [sys.executable, "-m", "uvicorn", "bgbench_app:web", "--app-dir", str(BENCH)]
     proc = subprocess.Popen([*command, *UVICORN_FLAGS, "--port", str(port)], env=env, cwd=ROOT)
+    if pids is not None:
+        pids["web"] = [proc.pid]
     try:
         _wait_http(f"http://127.0.0.1:{port}/", proc, "uvicorn")
         yield f"http://127.0.0.1:{port}{ROUTE}"
@@ -186,15 +192,32 @@ def worker(env: dict[str, str], workdir: Path, pool: Pool, name: str) -> CeleryW
     )
 
 
-def rss_mb(w: CeleryWorker) -> list[tuple[str, float]]:
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time these processes have used so far (from /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def rss_mb(w: CeleryWorker, key: str = "VmRSS:", source: str = "status") -> list[tuple[str, float]]:
     """VmRSS of the worker's main process and of each pool child, in MB."""
     out = []
     for role, pid in [("main", w.pid)] + [("child", p) for p in sorted(w.child_pids())]:
         with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
+            for line in Path(f"/proc/{pid}/{source}").read_text().splitlines():
+                if line.startswith(key):
                     out.append((role, int(line.split()[1]) / 1024))
     return out
+
+
+def pss_mb(w: CeleryWorker) -> list[tuple[str, float]]:
+    """Proportional set size: pages shared with other processes (a prefork child's with its
+    parent, after fork) counted in shares, so the sum is what the group really holds."""
+    return rss_mb(w, "Pss:", "smaps_rollup")
 
 
 # --- the environment and the delivery ---------------------------------------------------------
@@ -295,9 +318,13 @@ class Throughput:
     concurrency: int
     workers: int = 1  # worker processes, each with ``pool``
     post: Load | None = None
+    # CPU ms per delivery over the timed posts and drain, by process (the load generator's
+    # from its own process time while posting).
+    cpu_ms: dict[str, float] = field(default_factory=dict)
     e2e_seconds: float = 0.0
     drain_seconds: float = 0.0
     rss: list[tuple[str, float]] = field(default_factory=list)
+    pss: list[tuple[str, float]] = field(default_factory=list)
 
     @property
     def e2e_rate(self) -> float:
@@ -313,16 +340,17 @@ def throughput(t: Throughput, tmp: Path, warmup: int, key_file: Path | None = No
     data = tmp / f"{t.name}-data"
     with contextlib.ExitStack() as stack:
         broker = None
+        pids: dict[str, list[int]] = {}
         if t.broker == "redis":
-            broker = stack.enter_context(redis_server(tmp / f"{t.name}-redis"))
+            broker = stack.enter_context(redis_server(tmp / f"{t.name}-redis", pids))
         extra = {}
         if key_file is not None:
-            github = stack.enter_context(fake_github(key_file))
+            github = stack.enter_context(fake_github(key_file, pids))
             extra = {"GITHUBAPP_URL": github, "GITHUBAPP_PRIVATE_KEY_PATH": str(key_file)}
         env = environment(data, broker, t.handler, **extra)
         store = store_of(env)
         store.upgrade()
-        url = stack.enter_context(web_server(env))
+        url = stack.enter_context(web_server(env, pids))
         ws = [
             stack.enter_context(worker(env, tmp / f"{t.name}-workers{n}", t.pool, f"{t.name}{n}"))
             for n in range(t.workers)
@@ -332,21 +360,28 @@ def throughput(t: Throughput, tmp: Path, warmup: int, key_file: Path | None = No
         # Warm-up: worker threads, connection pools, the installation token, SQLite caches.
         post_deliveries(url, body, headers, concurrency=t.concurrency, requests=warmup)
         wait_succeeded(store, warmup, timeout=120)
+        pids["workers"] = [p for x in ws for p in [x.pid, *x.child_pids()]]
+        before = {name: cpu_seconds(group) for name, group in pids.items()}
         t.post = post_deliveries(
             url, body, headers, concurrency=t.concurrency, requests=t.deliveries
         )
         wait_succeeded(store, warmup + t.deliveries, timeout=600)
+        for name, group in pids.items():
+            t.cpu_ms[name] = (cpu_seconds(group) - before[name]) * 1000 / t.deliveries
+        t.cpu_ms["load generator"] = t.post.client_cpu * t.post.seconds * 1000 / t.deliveries
         count, first_started, last_finished = window(store, t.post.started_wall)
         assert count == t.deliveries, (count, t.deliveries)
         t.e2e_seconds = last_finished - t.post.started_wall
         t.drain_seconds = last_finished - first_started
         t.rss = rss_mb(w)
+        t.pss = pss_mb(w)
         store.dispose()
     print(
         f"  {t.name:<22} {t.broker:<7} {t.workers} x {t.pool!s:<16} {t.deliveries} deliveries:"
         f" e2e {t.e2e_rate:7.1f}/s  drain {t.drain_rate:7.1f}/s"
         f"  posts {t.post.rps:7.1f}/s  p50 {pct(t.post.latencies_ms, 50):6.1f} ms"
-        f"  p99 {pct(t.post.latencies_ms, 99):6.1f} ms  RSS {fmt_rss(t.rss)}",
+        f"  p99 {pct(t.post.latencies_ms, 99):6.1f} ms  RSS {fmt_rss(t.rss)}"
+        f"  CPU ms/delivery {' '.join(f'{k}={v:.2f}' for k, v in t.cpu_ms.items())}",
         flush=True,
     )
     return t
@@ -633,6 +668,16 @@ def render(r: Results, quick: bool) -> str:
             f" | {t.e2e_rate:,.0f}/s | {ok} |"
         )
     add("")
+    add("**CPU per delivery, by process** (ms of user + system time over the timed posts and")
+    add("drain, per delivery; the two cores give 2,000 ms per second in all)")
+    add("")
+    names = ["web", "workers", "redis-server", "FakeGitHub", "load generator"]
+    add("| run | " + " | ".join(names) + " | total |")
+    add("|---|" + "---:|" * (len(names) + 1))
+    for t in (r.redis, r.redis2, r.sqlite, r.io_threads, r.io_prefork):
+        cells = [f"{t.cpu_ms[n]:.2f}" if n in t.cpu_ms else "-" for n in names]
+        add(f"| {t.name} | " + " | ".join(cells) + f" | {sum(t.cpu_ms.values()):.2f} |")
+    add("")
     ack = r.ack
     inline_rps = statistics.median(x.rps for x in ack.inline)
     bg_rps = statistics.median(x.rps for x in ack.background)
@@ -654,12 +699,14 @@ def render(r: Results, quick: bool) -> str:
     add("")
     add("**4. RSS per worker process** (VmRSS after the throughput runs; main + pool children)")
     add("")
-    add("| worker | after | processes (MB) | target | result |")
-    add("|---|---|---:|---:|---|")
+    add(
+        "| worker | after | RSS of the processes | PSS (shared pages in shares) | target | result |"
+    )
+    add("|---|---|---:|---:|---:|---|")
     for t in (r.redis, r.sqlite, r.io_threads, r.io_prefork):
         worst = max(mb for _, mb in t.rss)
         add(
-            f"| `{t.pool}` | {t.name} | {fmt_rss(t.rss)} | < 100 MB (aim 80)"
+            f"| `{t.pool}` | {t.name} | {fmt_rss(t.rss)} | {fmt_rss(t.pss)} | < 100 MB (aim 80)"
             f" | {verdict(worst < 100)}{'' if worst < 80 else ' (over 80)'} |"
         )
     add("")
