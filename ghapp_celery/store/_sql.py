@@ -7,7 +7,7 @@ import binascii
 import functools
 import json
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +23,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
 from .models import deliveries, runs
@@ -35,6 +34,7 @@ __all__ = [
     "decode_cursor",
     "decompress_payload",
     "delivery_from_row",
+    "dialect_insert",
     "encode_cursor",
     "lock_deliveries",
     "lock_delivery_for",
@@ -156,6 +156,18 @@ def lock_deliveries(conn: Connection, delivery_ids: Sequence[str]) -> list[str]:
     return list(conn.execute(stmt).scalars())
 
 
+def dialect_insert(dialect: str) -> Callable[..., Any]:
+    """The dialect's INSERT, which has ON CONFLICT. Imported on first use: PostgreSQL's
+    dialect module is ~2 MB that a process on SQLite never needs."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert
+
+
 @functools.cache
 def upsert_delivery(dialect: str) -> Insert:
     """INSERT the delivery, or count a redelivery; RETURNING redeliveries (0 means new).
@@ -163,15 +175,15 @@ def upsert_delivery(dialect: str) -> Insert:
     Built once per dialect and executed with the row as parameters: building it per call
     cost more than the commit (SQLAlchemy coerces and keys every value of ``.values()``).
     """
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return (
-        insert(deliveries)
+    statement: Insert = (
+        dialect_insert(dialect)(deliveries)
         .on_conflict_do_update(
             index_elements=[deliveries.c.id],
             set_={"redeliveries": deliveries.c.redeliveries + 1},
         )
         .returning(deliveries.c.redeliveries)
     )
+    return statement
 
 
 def run_from_row(row: Mapping[Any, Any]) -> RunRecord:

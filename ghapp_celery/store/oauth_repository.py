@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Executable, delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import delete, select, update
 
+from . import _sql
 from ._database import Database
 from .models import oauth_denylist, oauth_tokens
 
@@ -155,20 +155,12 @@ class OAuthStore(Database):
             values = {"jti": jti, "kind": kind, "expires_at": _utc(expires_at)}
             values["created_at"] = _now(now)
             # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING.
-            if conn.dialect.name == "postgresql":
-                statement: Executable = (
-                    postgresql.insert(oauth_denylist)
-                    .values(values)
-                    .on_conflict_do_nothing()
-                    .returning(oauth_denylist.c.jti)
-                )
-            else:
-                statement = (
-                    sqlite.insert(oauth_denylist)
-                    .values(values)
-                    .on_conflict_do_nothing()
-                    .returning(oauth_denylist.c.jti)
-                )
+            statement = (
+                _sql.dialect_insert(conn.dialect.name)(oauth_denylist)
+                .values(values)
+                .on_conflict_do_nothing()
+                .returning(oauth_denylist.c.jti)
+            )
             inserted = conn.execute(statement).first()
         return inserted is not None
 
