@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -620,6 +621,21 @@ def test_the_pool_is_split_into_small_shards() -> None:
     assert shard_limits(httpx.Limits(max_connections=4))[0] == 1
     transport = ShardedAsyncTransport(httpx.Limits(max_connections=30))
     assert len(transport.shards) == 3
+
+
+def test_every_shard_and_twin_uses_the_process_tls_context() -> None:
+    """One CA bundle loaded per process, not one per httpx pool (~1 MB each)."""
+    from ghapp_celery.github._client_transport import (
+        ShardedAsyncTransport,
+        ShardedTransport,
+        shared_ssl_context,
+    )
+
+    limits = httpx.Limits(max_connections=100)
+    shards = [*ShardedAsyncTransport(limits).shards, *ShardedTransport(limits).shards]
+    contexts = {id(shard._pool._ssl_context) for shard in shards}
+    assert len(shards) == 20 and contexts == {id(shared_ssl_context())}
+    assert shared_ssl_context().verify_mode is ssl.CERT_REQUIRED  # still verifying
 
 
 async def test_requests_spread_over_the_shards(

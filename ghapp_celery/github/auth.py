@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from ghapp_celery.exceptions import ConfigurationError, GitHubAppError
+from ghapp_celery.github._client_transport import shared_ssl_context
 from ghapp_celery.github._http import RetryPolicy, github_headers, transport_error
 from ghapp_celery.github.tokens import InstallationAuthorization
 
@@ -278,7 +279,9 @@ class GitHubAppAuth:
     def _sync_client(self) -> httpx.Client:
         with self._lock:
             if self._client is None:
-                self._client = httpx.Client(timeout=self.timeout, transport=self._transport)
+                self._client = httpx.Client(
+                    timeout=self.timeout, transport=self._transport, verify=shared_ssl_context()
+                )
             return self._client
 
     def _async_client(self) -> httpx.AsyncClient:
@@ -288,7 +291,11 @@ class GitHubAppAuth:
                 del self._async_clients[other]  # its sockets died with that loop
             client = self._async_clients.get(loop)
             if client is None:
-                client = httpx.AsyncClient(timeout=self.timeout, transport=self._async_transport)
+                client = httpx.AsyncClient(
+                    timeout=self.timeout,
+                    transport=self._async_transport,
+                    verify=shared_ssl_context(),
+                )
                 self._async_clients[loop] = client
             return client
 

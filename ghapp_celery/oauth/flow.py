@@ -20,6 +20,7 @@ from authlib.common.security import generate_token  # type: ignore[import-untype
 from authlib.integrations.base_client import OAuthError  # type: ignore[import-untyped,unused-ignore]
 from authlib.integrations.httpx_client import AsyncOAuth2Client  # type: ignore[import-untyped,unused-ignore]
 
+from ..github._client_transport import shared_ssl_context
 from .settings import OAuthConfig
 
 __all__ = ["GitHubOAuthFlow", "GitHubTokens", "OAuthFlowError"]
@@ -100,6 +101,7 @@ class GitHubOAuthFlow:
             redirect_uri=redirect_uri,
             timeout=self._timeout,
             headers={"User-Agent": _USER_AGENT},
+            verify=shared_ssl_context(),  # passed on to httpx: one TLS context per process
         )
 
     @staticmethod
@@ -169,7 +171,11 @@ class GitHubOAuthFlow:
         c = self.config
         url = f"{c.api_url}/applications/{c.client_id}/grant"
         try:
-            async with httpx.AsyncClient(timeout=self._timeout) as client:
+            # The process's one TLS context: building one (loading the CA bundle) per login
+            # costs time and ~1 MB.
+            async with httpx.AsyncClient(
+                timeout=self._timeout, verify=shared_ssl_context()
+            ) as client:
                 response = await client.request(
                     "DELETE",
                     url,
