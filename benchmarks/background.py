@@ -617,8 +617,11 @@ delivery needs. Changed since (each with its own commit and measurement):
   sleep was the whole 90/s ceiling), and hands a message out with one `DELETE ... RETURNING`.
   On Redis, one client object per kombu channel (kombu built a `redis.Redis`, ~72 us, for
   every publish and every message's two bookkeeping pipelines).
-- *Memory.* No SQLAlchemy ORM in the worker (kombu's SQL transport needed it), and PyJWT and
-  cryptography only once a JWT is signed: importing the benchmark app 82 -> 55 MB.
+- *Memory.* No SQLAlchemy ORM in the worker (kombu's SQL transport needed it), PyJWT and
+  cryptography only once a JWT is signed, PostgreSQL's SQL dialect only on PostgreSQL
+  (importing the benchmark app 82 -> 55 MB), and one TLS context per process instead of one
+  per httpx pool (ten per sharded client, ~1 MB each): a prefork child doing GitHub calls
+  109 -> 99 MB.
 - *The I/O handler* now calls `event.github.get(...)` as a user would, instead of its own
   200-connection httpx client: httpcore's pool bookkeeping grows with the square of the pool,
   and cost that worker 11.7 ms CPU per run (our client shards the pool: 4.6 ms).
