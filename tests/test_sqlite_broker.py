@@ -113,3 +113,14 @@ def test_an_ack_refills_a_full_prefetch_window_without_waiting_for_a_poll(
     # Without the wake-up the consumer sleeps out the whole wait (10 s here, capped by the
     # drain timeout) before it looks again.
     assert waited < 5, waited
+
+
+def test_a_poll_searches_its_queue_by_index_not_the_whole_table(broker: Path) -> None:
+    """kombu's schema has no index on queue_id: each poll of a quiet queue walked every
+    message of the busy ones, into their overflow pages (queue_id comes after the payload)."""
+    publish(sqlite_broker_url(broker), [{"n": 1}])  # creates the tables
+    with sqlite3.connect(broker) as db:
+        for statement in (sqlite_broker._ANY_VISIBLE, sqlite_broker._TAKE_FIRST):
+            plan = [row[-1] for row in db.execute(f"EXPLAIN QUERY PLAN {statement}", (1,))]
+            assert not any(step.startswith("SCAN") for step in plan), plan
+            assert any("ix_kombu_message_queue" in step for step in plan), plan
