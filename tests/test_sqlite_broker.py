@@ -124,3 +124,23 @@ def test_a_poll_searches_its_queue_by_index_not_the_whole_table(broker: Path) ->
             plan = [row[-1] for row in db.execute(f"EXPLAIN QUERY PLAN {statement}", (1,))]
             assert not any(step.startswith("SCAN") for step in plan), plan
             assert any("ix_kombu_message_queue" in step for step in plan), plan
+
+
+def test_a_producer_batch_stores_its_messages_together_at_the_end(broker: Path) -> None:
+    """kombu's Producer.batch(): nothing is in the table until the batch ends, then all of it
+    (one transaction); a batch left by an exception stores nothing."""
+    url = sqlite_broker_url(broker)
+    with Connection(url) as conn:
+        producer = Producer(conn.default_channel)
+        producer.publish({"n": 0}, exchange=QUEUE.exchange, routing_key="github.issues",
+                         declare=[QUEUE])  # fmt: skip
+        with producer.batch():
+            for n in range(1, 6):
+                producer.publish({"n": n}, exchange=QUEUE.exchange, routing_key="github.issues")
+            assert rows(broker) == 1  # only the first, unbatched message
+        assert rows(broker) == 6
+        with pytest.raises(RuntimeError), producer.batch():
+            producer.publish({"n": 99}, exchange=QUEUE.exchange, routing_key="github.issues")
+            raise RuntimeError("the caller failed before the batch ended")
+    assert rows(broker) == 6
+    assert consume(url, 6) == [{"n": n} for n in range(6)]

@@ -24,10 +24,11 @@ import threading
 from time import monotonic
 from typing import Any
 
+from kombu.exceptions import BatchPublishError
 from kombu.transport import virtual
 from kombu.utils.json import dumps, loads
 
-__all__ = ["Channel", "Transport"]
+__all__ = ["Channel", "PublishBatch", "Transport"]
 
 #: The first wait after a poll found nothing; doubled up to the transport's polling interval.
 FIRST_WAIT = 0.002
@@ -113,7 +114,26 @@ class Channel(virtual.Channel):
         self._queue_id(queue)
 
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
-        self._sqlite().execute(_PUT, (dumps(message), self._queue_id(queue)))
+        row = (dumps(message), self._queue_id(queue))
+        batch = kwargs.get("_publish_batch")
+        if isinstance(batch, PublishBatch):
+            batch.rows.append(row)
+        else:
+            self._sqlite().execute(_PUT, row)
+
+    def create_publish_batch(self, max_size: int) -> PublishBatch:
+        """kombu's ``Producer.batch()`` protocol (as its Redis transport offers)."""
+        return PublishBatch(self, max_size)
+
+    def _put_many(self, rows: list[tuple[str, int]]) -> None:
+        db = self._sqlite()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(_PUT, rows)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def _get(self, queue: str, timeout: float | None = None) -> Any:
         queue_id = self._queue_id(queue)
@@ -158,10 +178,45 @@ class Channel(virtual.Channel):
             self._db = None
 
 
+class PublishBatch:
+    """Messages published inside ``with producer.batch():``, routed as usual and inserted in
+    one transaction when the batch is flushed (one commit for all, not one per message)."""
+
+    def __init__(self, channel: Channel, max_size: int) -> None:
+        self.channel = channel
+        self.max_size = max_size
+        self.rows: list[tuple[str, int]] = []
+        self._closed = False
+
+    def publish(self, message: Any, **kwargs: Any) -> Any:
+        if self._closed:
+            raise RuntimeError("the publish batch is closed")
+        result = self.channel.basic_publish(message, _publish_batch=self, **kwargs)
+        if len(self.rows) >= self.max_size:
+            self.flush()
+        return result
+
+    def flush(self) -> None:
+        rows, self.rows = self.rows, []
+        if rows:
+            try:
+                self.channel._put_many(rows)
+            except sqlite3.Error as exc:  # nothing of the batch was stored
+                raise BatchPublishError("the embedded broker could not store the batch") from exc
+
+    def discard(self) -> None:
+        self.rows = []
+
+    def close(self) -> None:
+        self.rows = []
+        self._closed = True
+
+
 class Transport(virtual.Transport):
     """Waits on acknowledgements and backs off while idle, instead of a fixed sleep."""
 
     Channel = Channel
+    implements = virtual.Transport.implements.extend(batch_publish=True)
     can_parse_url = True  # the URL is the database path, not host and port
     driver_type = "sql"
     driver_name = "sqlite3"
