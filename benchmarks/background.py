@@ -614,7 +614,10 @@ delivery needs. Changed since (each with its own commit and measurement):
   per-object hook (together about a quarter of the JSON work per delivery).
 - *Brokers.* The embedded `sqlite://` transport wakes the consumer on each acknowledgement
   instead of sleeping a 0.1 s polling interval whenever the prefetch window is full (that
-  sleep was the whole 90/s ceiling), and hands a message out with one `DELETE ... RETURNING`.
+  sleep was the whole 90/s ceiling), hands a message out with one `DELETE ... RETURNING`,
+  finds a queue's next message through an index of its own (kombu's table has none on the
+  queue, so each poll of a quiet queue read every queued payload), and stores a producer
+  batch in one transaction.
   On Redis, one client object per kombu channel (kombu built a `redis.Redis`, ~72 us, for
   every publish and every message's two bookkeeping pipelines).
 - *Memory.* No SQLAlchemy ORM in the worker (kombu's SQL transport needed it), PyJWT and
