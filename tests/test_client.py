@@ -7,9 +7,11 @@ waits and backoffs are asserted exactly and cost no wall time."""
 from __future__ import annotations
 
 import asyncio
+import importlib.abc
 import logging
 import socket
 import ssl
+import sys
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -621,6 +623,25 @@ def test_the_pool_is_split_into_small_shards() -> None:
     assert shard_limits(httpx.Limits(max_connections=4))[0] == 1
     transport = ShardedAsyncTransport(httpx.Limits(max_connections=30))
     assert len(transport.shards) == 3
+
+
+async def test_a_github_call_imports_nothing(
+    fake_github: FakeGitHub, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No module lookups per request: httpcore imports sniffio on every request and lock, and
+    without sniffio installed each of those was a failed import searching sys.path."""
+    fake_github.add_repo(REPO, issues=1)
+    gh = make_client()
+    await gh.get(f"/repos/{REPO}/issues/1", cache=False)  # first use may import for real
+    looked_up: list[str] = []
+
+    class Spy(importlib.abc.MetaPathFinder):
+        def find_spec(self, name: str, *args: Any, **kwargs: Any) -> None:
+            looked_up.append(name)
+
+    monkeypatch.setattr(sys, "meta_path", [Spy(), *sys.meta_path])
+    await asyncio.gather(*(gh.get(f"/repos/{REPO}/issues/1", cache=False) for _ in range(5)))
+    assert looked_up == []
 
 
 def test_every_shard_and_twin_uses_the_process_tls_context() -> None:
