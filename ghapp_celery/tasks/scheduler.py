@@ -57,14 +57,6 @@ class CeleryScheduler:
             for s in specs
         ]
 
-    def record(self, delivery: Delivery, specs: Sequence[HandlerSpec]) -> list[RunRecord]:
-        """Commit the delivery and its runs; returns the runs that must be published.
-
-        Raises the store's StoreUnavailable when the database cannot commit: the intake then
-        answers 503 so GitHub marks the delivery failed and it can be redelivered.
-        """
-        return self.store.record(delivery, self.plans(specs), queued=True)
-
     def publish(
         self, runs: Sequence[RunRecord], delivery: Delivery, producer: Any = None
     ) -> list[str]:
@@ -146,22 +138,17 @@ class CeleryScheduler:
                 published += self.republish(group, record.as_delivery())
         return published
 
-    def record_and_publish(
-        self, delivery: Delivery, specs: Sequence[HandlerSpec]
-    ) -> tuple[list[RunRecord], list[str]]:
-        runs = self.record(delivery, specs)  # committed, already QUEUED
-        published = self.publish(runs, delivery)
-        self._mark_unsent(runs, published)
-        return runs, published
-
     def record_and_publish_many(
         self, batch: Sequence[tuple[Delivery, Sequence[HandlerSpec]]]
     ) -> list[tuple[list[RunRecord], list[str]] | Exception]:
-        """``record_and_publish`` for several deliveries: one store transaction, and the
-        messages through one producer in one batch (one pipelined round trip on Redis).
+        """Record deliveries and their runs in one store transaction (committed first, runs
+        already QUEUED), then publish the messages through one producer in one batch (one
+        pipelined round trip on Redis); runs that could not be sent go back to RECEIVED for
+        the sweeper.
 
         Each delivery gets its own answer, in order: its runs and the ids published, or the
-        exception recording it raised (StoreUnavailable: the intake answers 503).
+        exception recording it raised (StoreUnavailable: the intake answers 503). Raises
+        StoreUnavailable when the database itself failed.
         """
         recorded = self.store.record_many(
             [(delivery, self.plans(specs)) for delivery, specs in batch], queued=True
@@ -188,14 +175,10 @@ class CeleryScheduler:
             sent_ids = set(sent)
             unsent += [run.id for run in runs if run.id not in sent_ids]
             answers.append((runs, sent))
-        self._mark_unsent_ids(unsent)
+        self._mark_unsent(unsent)
         return answers
 
-    def _mark_unsent(self, runs: Sequence[RunRecord], published: Sequence[str]) -> None:
-        sent = set(published)
-        self._mark_unsent_ids([run.id for run in runs if run.id not in sent])
-
-    def _mark_unsent_ids(self, unsent: Sequence[str]) -> None:
+    def _mark_unsent(self, unsent: Sequence[str]) -> None:
         if unsent:
             try:
                 self.store.mark_unpublished(unsent)
