@@ -29,8 +29,7 @@ from .routing import HandlerRegistry, HandlerSpec
 from .webhooks import (
     Delivery,
     check_content_length,
-    decode_body,
-    json_text,
+    decode_body_text,
     parse_delivery,
     verify_signature,
 )
@@ -163,14 +162,8 @@ class WebhookIntake:
                 signature_1=request.headers.get("x-hub-signature"),
                 allow_sha1=policy.allow_sha1,
             )
-        content_type = request.headers.get("content-type")
-        payload = decode_body(body, content_type)
-        return parse_delivery(
-            request.headers,
-            payload,
-            body_size=len(body),
-            payload_json=json_text(body, content_type),
-        )
+        payload, text = decode_body_text(body, request.headers.get("content-type"))
+        return parse_delivery(request.headers, payload, body_size=len(body), payload_json=text)
 
     async def dispatch(self, delivery: Delivery) -> JSONResponse:
         """Queue background handlers, run inline ones, and answer what happened."""

@@ -103,7 +103,15 @@ def check_content_length(value: str | None, limit: int) -> None:
 
 def decode_body(body: bytes, content_type: str | None) -> dict[str, Any]:
     """Decode a JSON or form-encoded (``payload=<json>``) body into the payload object."""
+    return decode_body_text(body, content_type)[0]
+
+
+def decode_body_text(body: bytes, content_type: str | None) -> tuple[dict[str, Any], str | None]:
+    """``decode_body``, and the body as text when it is a JSON body in UTF-8 (None for a
+    form-encoded one): the store and the broker keep that text instead of serialising the
+    payload again (``Delivery.payload_json``)."""
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    text: str | None = None
     if media_type == "application/x-www-form-urlencoded":
         form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
         if "payload" not in form:
@@ -112,7 +120,10 @@ def decode_body(body: bytes, content_type: str | None) -> dict[str, Any]:
     elif media_type == "application/json" or (
         media_type.startswith("application/") and media_type.endswith("+json")
     ):
-        raw = body
+        try:
+            raw = text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raw = body  # json.loads still reads UTF-16 and UTF-32
     else:
         raise UnsupportedContentType()
     try:
@@ -121,20 +132,7 @@ def decode_body(body: bytes, content_type: str | None) -> dict[str, Any]:
         raise MalformedPayload("Body is not valid JSON") from None
     if not isinstance(payload, dict):
         raise MalformedPayload("Webhook payload must be a JSON object")
-    return payload
-
-
-def json_text(body: bytes, content_type: str | None) -> str | None:
-    """The body as text when it is a JSON body (not form-encoded) in UTF-8, else None."""
-    media_type = (content_type or "").split(";", 1)[0].strip().lower()
-    if media_type != "application/json" and not (
-        media_type.startswith("application/") and media_type.endswith("+json")
-    ):
-        return None
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
+    return payload, text
 
 
 def handler_keys(event: str, action: str | None) -> tuple[str, ...]:

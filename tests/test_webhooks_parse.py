@@ -18,6 +18,7 @@ from ghapp_celery.webhooks import (
     Delivery,
     check_content_length,
     decode_body,
+    decode_body_text,
     parse_delivery,
     sign,
     verify_signature,
@@ -257,3 +258,14 @@ def test_webhook_headers_sign_both_algorithms() -> None:
     assert headers["X-GitHub-Delivery"] == "abc"
     assert "X-GitHub-Hook-Installation-Target-ID" not in headers
     assert "X-Hub-Signature-256" not in webhook_headers("ping", body)
+
+
+def test_a_json_body_keeps_its_text_and_a_form_body_has_none() -> None:
+    body = load_bytes("issues/opened.json")
+    payload, text = decode_body_text(body, "application/json; charset=utf-8")
+    assert text == body.decode() and json.loads(text) == payload
+    form = b"payload=" + body.replace(b"%", b"%25").replace(b"&", b"%26").replace(b"+", b"%2B")
+    payload_from_form, none = decode_body_text(form, "application/x-www-form-urlencoded")
+    assert none is None and payload_from_form == payload
+    utf16 = json.dumps(payload).encode("utf-16")  # JSON allows it; no UTF-8 text to keep
+    assert decode_body_text(utf16, "application/json") == (payload, None)
