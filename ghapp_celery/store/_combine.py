@@ -2,9 +2,9 @@
 
 SQLite runs one write transaction at a time, so under load the web process's intake threads
 and a worker's threads queue on the write lock, each to pay for its own BEGIN and COMMIT
-(the commit alone was about a third of a claim's CPU). Here a thread that finds the writer
-busy leaves its write in a list; whoever takes the writer next runs every write in that list
-in one transaction and hands each thread its result (flat combining). Alone, a write is one
+(the commit alone was about a third of a claim's CPU). Here a thread that finds another one
+writing leaves its write in a list; the writing thread then runs every write in that list in
+one transaction and hands each thread its result (flat combining). Alone, a write is one
 transaction as before: there is no timer, so no latency is added to wait for company.
 
 A write that raises is not allowed to fail the others: the batch is rolled back and each of its
