@@ -296,16 +296,18 @@ def test_eager_mode_runs_async_handlers_inside_the_web_process(
         assert (run.state.value, run.attempts) == ("succeeded", 3)
 
 
-def test_broker_messages_carry_the_delivery_compressed_when_large_and_no_secret(
+def test_broker_messages_carry_the_delivery_compressed_and_no_secret(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Read the raw messages off the embedded broker (no worker consumes them here)."""
     import sqlite3
 
+    from ghapp_celery.tasks.handlers import delivery_from_message
+
     env = environment(tmp_path, sqlite_broker_url(tmp_path / "broker.sqlite"))
     app = make_app(monkeypatch, env)
     token = app.settings.webhook_secrets()[0].decode()
-    marker = "x" * 200_000  # a large issue body: over the 64 KiB compression threshold
+    marker = "x" * 200_000  # a large issue body
     payload = load_payload("issues/opened.json")
     payload["installation"] = {"id": 77}
     small_body, small_headers = signed_request("issues", payload, secret=SECRET)
@@ -317,29 +319,28 @@ def test_broker_messages_carry_the_delivery_compressed_when_large_and_no_secret(
     with sqlite3.connect(tmp_path / "broker.sqlite") as db:
         rows = [row[0] for row in db.execute("SELECT payload FROM kombu_message ORDER BY id")]
     assert len(rows) == 2
-    decoded = [decode_message(raw) for raw in rows]
-    (small_headers_out, small_out), (big_headers_out, big_out) = decoded
-    assert "compression" not in small_headers_out
-    assert small_headers["X-GitHub-Delivery"] in small_out and "Codertocat/Hello-World" in small_out
-    assert big_headers_out["compression"] == "application/x-gzip"
-    assert len(rows[1]) < 50_000  # 200 kB of issue body travelled compressed
-    assert marker in big_out
-    for _, body in decoded:
-        assert token not in body and SECRET not in body
-        assert "ghs_" not in body and "Bearer" not in body
+    (small_raw, small_kwargs), (big_raw, big_kwargs) = [decode_message(raw) for raw in rows]
+    # The payload travels compressed, at any size: a fifth of the body, or less.
+    assert len(rows[0]) < len(small_body) / 2
+    assert len(rows[1]) < 10_000  # 200 kB of issue body
+    small = delivery_from_message(small_kwargs["delivery"])
+    big = delivery_from_message(big_kwargs["delivery"])
+    assert small.id == small_headers["X-GitHub-Delivery"] and small.installation_id == 77
+    assert small.payload == json.loads(small_body) and big.payload == json.loads(big_body)
+    assert big.payload["issue"]["body"] == marker
+    for raw, delivery in ((small_raw, small), (big_raw, big)):
+        for text in (raw, delivery.payload_json or ""):
+            assert token not in text and SECRET not in text
+            assert "ghs_" not in text and "Bearer" not in text
 
 
-def decode_message(raw: str) -> tuple[dict[str, Any], str]:
-    """(headers, body) of a kombu message as the SQLAlchemy transport stores it."""
+def decode_message(raw: str) -> tuple[str, dict[str, Any]]:
+    """(body text, task kwargs) of a kombu message as the embedded broker stores it."""
     import base64
-    import json
-    import zlib
 
-    message = json.loads(raw)
-    body = base64.b64decode(message["body"])
-    if message["headers"].get("compression") == "application/x-gzip":
-        body = zlib.decompress(body)
-    return message["headers"], body.decode()
+    body = base64.b64decode(json.loads(raw)["body"]).decode()
+    _args, kwargs, _embed = json.loads(body)
+    return body, kwargs
 
 
 def test_retry_backoff_is_celerys_exponential_backoff_in_seconds() -> None:
@@ -372,7 +373,10 @@ def test_sweep_purges_expired_oauth_denylist_entries(
     assert not store.is_denied("expired-jti") and store.is_denied("live-jti")
 
 
-def test_a_message_carries_the_payload_text_as_received_and_old_messages_still_parse() -> None:
+def test_a_message_carries_the_stored_compressed_payload_and_old_messages_still_parse() -> None:
+    import base64
+    import zlib
+
     from ghapp_celery.tasks.handlers import delivery_from_message, delivery_message
     from ghapp_celery.webhooks import parse_delivery
 
@@ -380,11 +384,18 @@ def test_a_message_carries_the_payload_text_as_received_and_old_messages_still_p
     text = body.decode()
     delivery = parse_delivery(headers, json.loads(body), payload_json=text)
     message = delivery_message(delivery)
-    # The text GitHub sent, not a re-serialised dict: kombu encodes one string.
-    assert message["payload_json"] == text and "payload" not in message
+    # The very bytes the store keeps: the text GitHub sent, compressed once.
+    packed = base64.b64decode(message["payload_zlib"])
+    assert packed == delivery.payload_zlib
+    assert zlib.decompress(packed).decode() == text
+    assert "payload" not in message and "payload_json" not in message
     parsed = delivery_from_message(json.loads(json.dumps(message)))
     assert parsed.payload == json.loads(body) and parsed.payload_json == text
-    # A message published before this change (or by a sweeper from the store) has the dict.
-    older = delivery_message(parse_delivery(headers, json.loads(body)))
-    assert older["payload"] == json.loads(body) and "payload_json" not in older
+    # Messages published by earlier versions carried the text, or the object.
+    from_text = delivery_from_message({**message, "payload_zlib": None, "payload_json": text})
+    assert (from_text.id, from_text.payload) == (parsed.id, parsed.payload)
+    older = {k: v for k, v in message.items() if k != "payload_zlib"} | {"payload": parsed.payload}
     assert delivery_from_message(older).payload == parsed.payload
+    # Without the text (a replay rebuilt from the store), the object is compressed instead.
+    rebuilt = delivery_message(parse_delivery(headers, json.loads(body)))
+    assert delivery_from_message(rebuilt).payload == parsed.payload

@@ -143,8 +143,8 @@ class DeliveryStore(Database):
                 else DeliveryState.SUCCEEDED
             ).value,
             "redeliveries": 0,
-            # From the text as received when there is one.
-            "payload": _sql.compress_payload(delivery.payload, delivery.payload_json),
+            # Compressed once per delivery: the task message carries the same bytes.
+            "payload": delivery.payload_zlib,
         }
         upsert = _sql.upsert_delivery(self._dialect)
 

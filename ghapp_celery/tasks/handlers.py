@@ -12,10 +12,12 @@ limit, with a countdown to the reset, counted apart); failed (permanent); dead (
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
 import time
+import zlib
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -62,11 +64,11 @@ class AppServices(Protocol):
 def delivery_message(delivery: Delivery) -> dict[str, Any]:
     """The JSON-able form of a delivery put into a task message.
 
-    The payload travels as the JSON text GitHub sent when the intake kept it
-    (``payload_json``): kombu then encodes one string instead of walking the payload, and the
-    worker decodes it with the plain C decoder instead of kombu's per-object hook.
+    The payload travels as the zlib bytes the store keeps (``Delivery.payload_zlib``, in
+    base64): kombu encodes one short string instead of walking the payload or escaping its
+    text, and the worker parses it with the plain C decoder.
     """
-    message: dict[str, Any] = {
+    return {
         "id": delivery.id,
         "event": delivery.event,
         "action": delivery.action,
@@ -74,16 +76,17 @@ def delivery_message(delivery: Delivery) -> dict[str, Any]:
         "hook_id": delivery.hook_id,
         "target_type": delivery.target_type,
         "target_id": delivery.target_id,
+        "payload_zlib": base64.b64encode(delivery.payload_zlib).decode("ascii"),
     }
-    if delivery.payload_json is not None:
-        message["payload_json"] = delivery.payload_json
-    else:
-        message["payload"] = delivery.payload
-    return message
 
 
 def delivery_from_message(message: dict[str, Any]) -> Delivery:
+    """The delivery of a task message; messages of earlier versions carried the payload as
+    its JSON text (``payload_json``) or as an object (``payload``)."""
+    packed = message.get("payload_zlib")
     text = message.get("payload_json")
+    if isinstance(packed, str):
+        text = zlib.decompress(base64.b64decode(packed)).decode()
     payload = json.loads(text) if isinstance(text, str) else dict(message["payload"])
     return Delivery(
         id=str(message["id"]),

@@ -7,7 +7,6 @@ the sweeper publishes it later. A message is only ever a copy of what the store 
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -22,18 +21,9 @@ from .handlers import delivery_message
 if TYPE_CHECKING:
     from ..store import DeliveryStore, RunPlan, RunRecord
 
-__all__ = ["COMPRESS_OVER_BYTES", "CeleryScheduler"]
+__all__ = ["CeleryScheduler"]
 
 LOG = logging.getLogger("ghapp_celery.tasks")
-
-#: Messages whose payload is larger than this are zlib-compressed by kombu.
-COMPRESS_OVER_BYTES = 64 * 1024
-
-
-def _json_size(delivery: Delivery) -> int:
-    if delivery.payload_json is not None:
-        return len(delivery.payload_json)
-    return len(json.dumps(delivery.payload))
 
 
 class CeleryScheduler:
@@ -71,10 +61,6 @@ class CeleryScheduler:
         options: dict[str, Any] = {
             "kwargsrepr": f"{{'delivery': <{delivery.name} {delivery.id}>}}",
         }
-        if delivery.body_size > COMPRESS_OVER_BYTES or (
-            delivery.body_size == 0 and _json_size(delivery) > COMPRESS_OVER_BYTES
-        ):
-            options["compression"] = "zlib"
         published: list[str] = []
         for run in runs:
             try:
