@@ -220,6 +220,25 @@ def test_claim_starts_the_run_once(store: DeliveryStore) -> None:
         store.claim(run.id, lease_seconds=0)
 
 
+def test_start_is_the_claim_a_worker_makes_without_reading_the_run_back(
+    store: DeliveryStore,
+) -> None:
+    run, _ = store.record(make_delivery("d-start"), PLANS, now=T0)
+    assert store.start(run.id, lease_seconds=30, now=T0 + timedelta(seconds=1)) is True
+    started = store.get_run(run.id)
+    assert started is not None and started.state is RunState.STARTED and started.attempts == 1
+    assert started.lease_expires_at == T0 + timedelta(seconds=31)
+    assert _delivery_state(store, "d-start") == "running"
+    # A duplicate message while the lease is live, an unknown run: not started.
+    assert store.start(run.id, lease_seconds=30, now=T0 + timedelta(seconds=2)) is False
+    assert store.start("no-such-run", lease_seconds=30) is False
+    # The lease ran out (the worker died): the next message starts it again.
+    assert store.start(run.id, lease_seconds=30, now=T0 + timedelta(seconds=40)) is True
+    assert store.get_run(run.id).attempts == 2  # type: ignore[union-attr]
+    with pytest.raises(ValueError):
+        store.start(run.id, lease_seconds=0)
+
+
 def _race(count: int, action: Callable[[int], Any]) -> list[Any]:
     """Run ``action(i)`` in ``count`` threads released together; re-raise any error."""
     barrier = threading.Barrier(count)

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
+    Row,
     Update,
     and_,
     bindparam,
@@ -178,7 +179,7 @@ def mark_unpublished(conn: Connection, run_ids: Sequence[str], now: datetime) ->
 # The claim's WHERE clause is the whole decision, evaluated by the database on the current
 # row: under concurrency exactly one claimant's UPDATE matches. Built once: constructing it
 # per call cost more than executing it.
-_CLAIM = (
+_CLAIM_ANY = (
     update(runs)
     .where(
         runs.c.id == bindparam("b_id"),
@@ -197,8 +198,10 @@ _CLAIM = (
         lease_expires_at=bindparam("b_until"),
         lease_seconds=bindparam("b_lease"),
     )
-    .returning(*runs.c)
 )
+_CLAIM = _CLAIM_ANY.returning(*runs.c)
+# What a worker needs to know: whether it won (reading the whole row back cost a tenth).
+_CLAIM_DELIVERY_ID = _CLAIM_ANY.returning(runs.c.delivery_id)
 # A started run makes its delivery "running" whatever its other runs are (running comes first
 # in the state precedence), so no need to recompute from every run.
 _DELIVERY_RUNNING = (
@@ -209,6 +212,17 @@ _DELIVERY_RUNNING = (
 
 
 def claim(conn: Connection, run_id: str, lease_seconds: float, now: datetime) -> RunRecord | None:
+    row = _claim(conn, _CLAIM, run_id, lease_seconds, now)
+    return None if row is None else _sql.run_from_row(row._mapping)
+
+
+def start(conn: Connection, run_id: str, lease_seconds: float, now: datetime) -> bool:
+    return _claim(conn, _CLAIM_DELIVERY_ID, run_id, lease_seconds, now) is not None
+
+
+def _claim(
+    conn: Connection, statement: Update, run_id: str, lease_seconds: float, now: datetime
+) -> Row[Any] | None:
     # PostgreSQL: lock the delivery first (one lock order everywhere). SQLite's write
     # transactions are serial already, and the conditional UPDATE is the decision, so the
     # extra read there would only cost time on every run a worker starts.
@@ -220,11 +234,10 @@ def claim(conn: Connection, run_id: str, lease_seconds: float, now: datetime) ->
         "b_until": now + timedelta(seconds=lease_seconds),
         "b_lease": lease_seconds,
     }
-    row = conn.execute(_CLAIM, params).first()
-    if row is None:
-        return None
-    conn.execute(_DELIVERY_RUNNING, {"b_delivery": row.delivery_id})
-    return _sql.run_from_row(row._mapping)
+    row = conn.execute(statement, params).first()
+    if row is not None:
+        conn.execute(_DELIVERY_RUNNING, {"b_delivery": row.delivery_id})
+    return row
 
 
 def renew_leases(

@@ -191,6 +191,14 @@ class DeliveryStore(Database):
         at = _utc(now)
         return self._write(lambda conn: _runs.claim(conn, run_id, lease_seconds, at))
 
+    def start(self, run_id: str, *, lease_seconds: float, now: datetime | None = None) -> bool:
+        """``claim`` for a worker, which only needs to know whether it won: the same update,
+        without reading the run back."""
+        if lease_seconds <= 0:
+            raise ValueError("lease_seconds must be positive")
+        at = _utc(now)
+        return self._write(lambda conn: _runs.start(conn, run_id, lease_seconds, at))
+
     def renew_leases(
         self, run_ids: Sequence[str], *, lease_seconds: float, now: datetime | None = None
     ) -> int:

@@ -150,8 +150,7 @@ def register_handler_task(celery: Celery, services: AppServices, spec: HandlerSp
         store = services.store
         timeout = spec.timeout or settings.handler_timeout
         lease = settings.run_lease
-        claimed = store.claim(run_id, lease_seconds=lease)
-        if claimed is None:
+        if not store.start(run_id, lease_seconds=lease):
             # Already done, or running in a live worker: this message is a duplicate.
             LOG.info("Run %s of %s is not claimable; skipping duplicate", run_id, spec.task_name)
             return {"run": run_id, "skipped": True}
