@@ -29,6 +29,7 @@ from ghapp_celery.store import (
     _sql,
     delivery_state,
 )
+from ghapp_celery.store._runs import _finish_statement
 from ghapp_celery.store.migrate import VERSION_TABLE, head_revision
 from ghapp_celery.store.models import metadata
 from ghapp_celery.webhooks import Delivery
@@ -237,6 +238,54 @@ def test_start_is_the_claim_a_worker_makes_without_reading_the_run_back(
     assert store.get_run(run.id).attempts == 2  # type: ignore[union-attr]
     with pytest.raises(ValueError):
         store.start(run.id, lease_seconds=0)
+
+
+def test_sqlite_cursor_path_stores_what_sqlalchemy_would(tmp_path: Path) -> None:
+    """start() and the finishes run on SQLite's cursor (store/_sqlite_fast.py); the rows they
+    leave must be byte for byte what the Connection.execute path leaves."""
+    url = f"sqlite:///{tmp_path}/store.sqlite"
+    store = DeliveryStore(url)
+    fast, _ = store.record(make_delivery("d-fast"), PLANS, now=T0)
+    slow, _ = store.record(make_delivery("d-slow"), PLANS, now=T0)
+    at, until = T0 + timedelta(seconds=1.25), T0 + timedelta(seconds=3)
+    assert store.start(fast.id, lease_seconds=7.5, now=at)
+    assert store.claim(slow.id, lease_seconds=7.5, now=at) is not None
+    engine = create_engine(url)
+
+    def rows() -> list[tuple[Any, ...]]:
+        with engine.connect() as conn:
+            run_rows = conn.execute(
+                text("SELECT * FROM ghapp_handler_runs WHERE id IN (:a, :b) ORDER BY id = :a"),
+                {"a": fast.id, "b": slow.id},
+            ).all()
+            states = conn.execute(
+                text("SELECT state FROM ghapp_deliveries WHERE id IN ('d-fast', 'd-slow')")
+            ).all()
+        return [*[tuple(r._mapping[k] for k in r._mapping if k not in ("id", "delivery_id",
+                "task_id")) for r in run_rows], *states]  # fmt: skip
+
+    started_slow, started_fast, *states = rows()
+    assert started_fast == started_slow and states == [("running",), ("running",)]
+    run = store.get_run(fast.id)
+    assert (
+        run is not None
+        and run.started_at == at
+        and run.lease_expires_at == at + timedelta(seconds=7.5)
+    )
+    # Finishing: the error path too (a different compiled statement).
+    assert store.mark_failed(fast.id, "ValueError: x", now=until)
+    with store._tx(write=True) as conn:  # the same statement through Connection.execute
+        conn.execute(
+            _finish_statement("sqlite", True),
+            {"b_id": slow.id, "b_to": "failed", "b_now": until, "b_error": "ValueError: x"},
+        )
+        conn.execute(_sql.REFRESH_ONE, {"b_delivery": "d-slow"})
+    finished_slow, finished_fast, *states = rows()
+    assert finished_fast == finished_slow and states == [("failed",), ("failed",)]
+    failed = store.get_run(fast.id)
+    assert failed is not None and failed.duration_ms == pytest.approx(1750.0, abs=0.1)
+    engine.dispose()
+    store.dispose()
 
 
 def _race(count: int, action: Callable[[int], Any]) -> list[Any]:
@@ -712,3 +761,22 @@ def test_processes_opening_a_fresh_sqlite_store_together(tmp_path: Path) -> None
     store = DeliveryStore(url)
     assert len(store.list_deliveries().items) == 4
     store.dispose()
+
+
+def test_only_database_failures_count_as_an_outage() -> None:
+    """A batch that failed on an outage fails as a whole; one bad statement's batch is retried
+    write by write (store/_combine.py). Statements on SQLite's cursor raise sqlite3's own."""
+    import sqlite3
+
+    from ghapp_celery.store.engine import is_outage
+
+    def wrapped(exc: Exception) -> StoreUnavailable:
+        error = StoreUnavailable("The delivery store is unavailable")
+        error.__cause__ = exc
+        return error
+
+    assert is_outage(wrapped(sqlite3.OperationalError("database is locked")))
+    assert is_outage(sqlite3.OperationalError("disk I/O error"))
+    assert not is_outage(wrapped(sqlite3.IntegrityError("UNIQUE constraint failed")))
+    assert not is_outage(sqlite3.ProgrammingError("Incorrect number of bindings"))
+    assert not is_outage(ValueError("not a database error"))

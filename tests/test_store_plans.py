@@ -33,7 +33,7 @@ def plan_of(store: DeliveryStore, statement: Any) -> str:
 @pytest.mark.parametrize(
     "statement",
     [
-        _sql._REFRESH_ONE,
+        _sql.REFRESH_ONE,
         _runs._CLAIM,
         _runs._finish_statement("sqlite", False),
         _runs._finish_statement("sqlite", True),

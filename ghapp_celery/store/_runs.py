@@ -14,7 +14,6 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
-    Row,
     Update,
     and_,
     bindparam,
@@ -27,6 +26,7 @@ from sqlalchemy import (
 )
 
 from . import _sql
+from ._sqlite_fast import first_row
 from .errors import DeliveryNotFound
 from .models import deliveries, runs
 from .records import DeliveryState, RunPlan, RunRecord, RunState
@@ -212,32 +212,40 @@ _DELIVERY_RUNNING = (
 
 
 def claim(conn: Connection, run_id: str, lease_seconds: float, now: datetime) -> RunRecord | None:
-    row = _claim(conn, _CLAIM, run_id, lease_seconds, now)
-    return None if row is None else _sql.run_from_row(row._mapping)
+    if not _lock_for_claim(conn, run_id):
+        return None
+    row = conn.execute(_CLAIM, _claim_params(run_id, lease_seconds, now)).first()
+    if row is None:
+        return None
+    conn.execute(_DELIVERY_RUNNING, {"b_delivery": row.delivery_id})
+    return _sql.run_from_row(row._mapping)
 
 
 def start(conn: Connection, run_id: str, lease_seconds: float, now: datetime) -> bool:
-    return _claim(conn, _CLAIM_DELIVERY_ID, run_id, lease_seconds, now) is not None
+    """``claim`` without reading the run back; on SQLite through its cursor (_sqlite_fast)."""
+    if not _lock_for_claim(conn, run_id):
+        return False
+    row = first_row(conn, _CLAIM_DELIVERY_ID, _claim_params(run_id, lease_seconds, now))
+    if row is None:
+        return False
+    first_row(conn, _DELIVERY_RUNNING, {"b_delivery": row[0]})
+    return True
 
 
-def _claim(
-    conn: Connection, statement: Update, run_id: str, lease_seconds: float, now: datetime
-) -> Row[Any] | None:
+def _lock_for_claim(conn: Connection, run_id: str) -> bool:
     # PostgreSQL: lock the delivery first (one lock order everywhere). SQLite's write
     # transactions are serial already, and the conditional UPDATE is the decision, so the
     # extra read there would only cost time on every run a worker starts.
-    if conn.dialect.name == "postgresql" and _sql.lock_delivery_of_run(conn, run_id) is None:
-        return None
-    params = {
+    return conn.dialect.name != "postgresql" or _sql.lock_delivery_of_run(conn, run_id) is not None
+
+
+def _claim_params(run_id: str, lease_seconds: float, now: datetime) -> dict[str, Any]:
+    return {
         "b_id": run_id,
         "b_now": now,
         "b_until": now + timedelta(seconds=lease_seconds),
         "b_lease": lease_seconds,
     }
-    row = conn.execute(statement, params).first()
-    if row is not None:
-        conn.execute(_DELIVERY_RUNNING, {"b_delivery": row.delivery_id})
-    return row
 
 
 def renew_leases(
@@ -265,8 +273,9 @@ def _finish_statement(dialect: str, with_error: bool) -> Update:
     stored started_at: one statement instead of reading the row first."""
     now = bindparam("b_now", type_=runs.c.finished_at.type)
     if dialect == "sqlite":
-        # started_at is stored as text in UTC; julianday() reads it as a double, good to
-        # ~0.05 ms at today's dates, so keep a tenth of a millisecond.
+        # started_at is stored as text in UTC. julianday() reads the seconds to the
+        # millisecond (the microseconds are dropped) into a double good to ~0.05 ms at
+        # today's dates: rounding to a tenth keeps the double's noise out.
         days = func.julianday(now) - func.julianday(runs.c.started_at)
         elapsed: Any = func.round(days * 86_400_000.0, 1)
     else:
@@ -297,10 +306,10 @@ def finish(
     if error is not None:
         params["b_error"] = error
     statement = _finish_statement(conn.dialect.name, error is not None)
-    delivery_id = conn.execute(statement, params).scalar()
-    if delivery_id is None:
+    row = first_row(conn, statement, params)
+    if row is None:
         return False
-    _sql.refresh_delivery_state(conn, delivery_id)
+    first_row(conn, _sql.REFRESH_ONE, {"b_delivery": row[0]})
     return True
 
 

@@ -29,6 +29,7 @@ from .models import deliveries, runs
 from .records import DeliveryRecord, DeliveryState, RunRecord, RunState
 
 __all__ = [
+    "REFRESH_ONE",
     "before_cursor",
     "decode_cursor",
     "decompress_payload",
@@ -96,7 +97,7 @@ def refresh_delivery_states(conn: Connection, delivery_ids: Iterable[str]) -> No
 
 
 # The statements every run change executes, built once (construction cost more than running).
-_REFRESH_ONE = (
+REFRESH_ONE = (
     update(deliveries)
     .where(deliveries.c.id == bindparam("b_delivery"))
     .values(state=_DELIVERY_STATE)
@@ -113,7 +114,7 @@ _RUN = select(runs).where(runs.c.id == bindparam("b_run"))
 
 
 def refresh_delivery_state(conn: Connection, delivery_id: str) -> None:
-    conn.execute(_REFRESH_ONE, {"b_delivery": delivery_id})
+    conn.execute(REFRESH_ONE, {"b_delivery": delivery_id})
 
 
 def lock_delivery_for(conn: Connection, run_id: str) -> None:

@@ -116,6 +116,8 @@ def is_outage(exc: BaseException) -> bool:
     connections: any statement would fail the same way), not one statement's own problem (a
     constraint, bad data), which is worth retrying apart from the others of its batch."""
     cause = exc.__cause__ if isinstance(exc, StoreUnavailable) else exc
+    if isinstance(cause, (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.DataError)):
+        return False  # raised by one statement run on the cursor itself (_sqlite_fast)
     return isinstance(cause, (OperationalError, InterfaceError, PoolTimeout, sqlite3.Error))
 
 
