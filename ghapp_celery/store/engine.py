@@ -77,10 +77,10 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _on_sqlite_begin(conn: Any) -> None:
-    if conn.get_execution_options().get(WRITE):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-    else:
-        conn.exec_driver_sql("BEGIN")
+    # Straight on the driver's connection: through exec_driver_sql the BEGIN alone cost ~35 us
+    # of SQLAlchemy's execution machinery, on every transaction.
+    write = conn.get_execution_options().get(WRITE)
+    conn.connection.driver_connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
 def make_engine(url: str | URL, *, pool_size: int | None = None, echo: bool = False) -> Engine:
