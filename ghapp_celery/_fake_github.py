@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,17 +31,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
-from ghapp_celery._fake_github_api import FakeRepo, paginate_reply
+from ghapp_celery._fake_github_api import FakeRepo
+from ghapp_celery._fake_github_app import FakeAppEndpointsMixin
 from ghapp_celery._fake_github_graphql import default_resolver
 from ghapp_celery._fake_github_more import register_api
 from ghapp_celery._fake_github_parts import (
     API_VERSIONS,
     JWT_DECODE_ERROR,
-    PERMISSION_LEVELS,
     RATE_DOCS,
     RATE_WINDOW,
     SECONDARY_MESSAGE,
-    TOKEN_ALPHABET,
     AuthKind,
     Bucket,
     Credential,
@@ -52,11 +50,8 @@ from ghapp_celery._fake_github_parts import (
     IssuedToken,
     RecordedRequest,
     Reply,
-    app_json,
     check_app_jwt,
     error_reply,
-    installation_json,
-    iso,
     make_private_key,
     public_key_pem,
     request_id,
@@ -77,7 +72,7 @@ __all__ = [
 ]
 
 
-class FakeGitHub(FakeStateMixin):
+class FakeGitHub(FakeAppEndpointsMixin, FakeStateMixin):
     """GitHub's App endpoints on loopback; see the module docstring."""
 
     def __init__(
@@ -357,80 +352,3 @@ class FakeGitHub(FakeStateMixin):
             return Response(status_code=reply.status, headers=headers)
         content = json.dumps(public(reply.body))
         return Response(content, reply.status, headers, "application/json; charset=utf-8")
-
-    # -- endpoints --------------------------------------------------------------------------------
-
-    def _installation(self, installation_id: int) -> dict[str, Any]:
-        return installation_json(
-            installation_id=installation_id,
-            n=self.installation_ids.index(installation_id) + 1,
-            app_id=self.app_id,
-            slug=self.slug,
-            created=self.created,
-            permissions=self.permissions,
-            events=self.events,
-        )
-
-    async def _get_app(self, request: Request, credential: Credential) -> Reply:
-        body = app_json(
-            app_id=self.app_id,
-            client_id=self.client_id,
-            slug=self.slug,
-            created=self.created,
-            permissions=self.permissions,
-            events=self.events,
-            installations_count=len(self.installation_ids),
-        )
-        return Reply(200, body)
-
-    async def _list_installations(self, request: Request, credential: Credential) -> Reply:
-        return paginate_reply(request, [self._installation(i) for i in self.installation_ids])
-
-    async def _get_inst(self, request: Request, credential: Credential) -> Reply:
-        installation_id = int(request.path_params["installation_id"])
-        if installation_id not in self.installation_ids:
-            return error_reply(404)
-        return Reply(200, self._installation(installation_id))
-
-    async def _create_token(self, request: Request, credential: Credential) -> Reply:
-        installation_id = int(request.path_params["installation_id"])
-        with self._lock:
-            self.token_requests.append(installation_id)
-        if installation_id not in self.installation_ids:
-            return error_reply(404)
-        raw = await request.body()
-        try:
-            body = json.loads(raw) if raw.strip() else {}
-        except ValueError:
-            return error_reply(400, "Problems parsing JSON")
-        if not isinstance(body, dict):
-            return error_reply(400, "Body should be a JSON object")
-        permissions = body.get("permissions") or dict(self.permissions)
-        if not isinstance(permissions, dict) or any(
-            name not in self.permissions or level not in PERMISSION_LEVELS
-            for name, level in permissions.items()
-        ):
-            return error_reply(
-                422, "The permissions requested are not granted to this installation."
-            )
-        token = "ghs_" + "".join(secrets.choice(TOKEN_ALPHABET) for _ in range(36))
-        expires = int(self.clock()) + self.token_ttl
-        with self._lock:
-            self.tokens[token] = IssuedToken(token, installation_id, expires)
-        return Reply(
-            201,
-            {
-                "token": token,
-                "expires_at": iso(expires),
-                "permissions": permissions,
-                "repository_selection": "all",
-            },
-        )
-
-    async def _repositories(self, request: Request, credential: Credential) -> Reply:
-        return await self._api.installation_repositories(request, credential)
-
-    async def _revoke(self, request: Request, credential: Credential) -> Reply:
-        with self._lock:
-            self.tokens[credential.key].revoked = True
-        return Reply(204)
