@@ -168,6 +168,30 @@ def test_legacy_user_id_goes_in_the_body(fake_github: FakeGitHub, make_auth: Mak
     assert sent.headers["user-agent"] == "my-app/1.0"
 
 
+def test_a_token_asked_for_a_user_is_never_shared_through_the_cache(
+    fake_github: FakeGitHub, make_auth: MakeAuth
+) -> None:
+    auth = make_auth()
+    iid = fake_github.installation_ids[0]
+    shared = auth.get_access_token(iid)
+    for_user = auth.get_access_token(iid, user_id=5)
+    assert for_user.token != shared.token and fake_github.token_request_count(iid) == 2
+    # Minted for that call only: the installation's callers keep getting the shared token,
+    # and asking for the user again mints again.
+    assert auth.get_access_token(iid).token == shared.token
+    assert auth.cached_token(iid) == shared
+    assert auth.get_access_token(iid, user_id=5).token not in (shared.token, for_user.token)
+
+    async def from_a_coroutine() -> tuple[str, str]:
+        mine = await auth.aget_access_token(iid, user_id=6)
+        return mine.token, (await auth.aget_access_token(iid)).token
+
+    mine, again = asyncio.run(from_a_coroutine())
+    assert mine != shared.token and again == shared.token
+    assert json.loads(fake_github.requests[-1].body) == {"user_id": 6}
+    assert fake_github.token_request_count(iid) == 4
+
+
 def test_token_is_cached_per_installation(fake_github: FakeGitHub, make_auth: MakeAuth) -> None:
     auth = make_auth()
     first, second = fake_github.installation_ids[:2]

@@ -182,7 +182,13 @@ class GitHubAppAuth:
     def get_access_token(
         self, installation_id: int, user_id: int | None = None
     ) -> InstallationAuthorization:
-        """A fresh installation token, from the cache or minted once for all waiting threads."""
+        """A fresh installation token, from the cache or minted once for all waiting threads.
+
+        With ``user_id`` (fastapi-githubapp's argument, sent in the request body) the token is
+        minted for that call alone: it is neither read from nor stored in the installation's
+        cache, so no other caller is handed a token asked for on someone's behalf."""
+        if user_id is not None:
+            return self._mint(installation_id, user_id)
         cached = self.cached_token(installation_id)
         if cached is not None:
             return cached
@@ -190,16 +196,25 @@ class GitHubAppAuth:
             cached = self.cached_token(installation_id)
             if cached is not None:
                 return cached
-            response = self._send("POST", self._token_path(installation_id), self._body(user_id))
-            auth = self._authorization(response)
+            auth = self._mint(installation_id, None)
             self._store(installation_id, auth)
             logger.debug("minted a token for installation %s", installation_id)
             return auth
+
+    def _mint(self, installation_id: int, user_id: int | None) -> InstallationAuthorization:
+        response = self._send("POST", self._token_path(installation_id), self._body(user_id))
+        return self._authorization(response)
+
+    async def _amint(self, installation_id: int, user_id: int | None) -> InstallationAuthorization:
+        path = self._token_path(installation_id)
+        return self._authorization(await self._asend("POST", path, self._body(user_id)))
 
     async def aget_access_token(
         self, installation_id: int, user_id: int | None = None
     ) -> InstallationAuthorization:
         """``get_access_token`` for coroutines; shares the cache and the single-flight."""
+        if user_id is not None:
+            return await self._amint(installation_id, user_id)
         cached = self.cached_token(installation_id)
         if cached is not None:
             return cached
@@ -216,9 +231,7 @@ class GitHubAppAuth:
                 cached = self.cached_token(installation_id)
                 if cached is not None:
                     return cached
-                path = self._token_path(installation_id)
-                response = await self._asend("POST", path, self._body(user_id))
-                auth = self._authorization(response)
+                auth = await self._amint(installation_id, None)
                 self._store(installation_id, auth)
                 logger.debug("minted a token for installation %s", installation_id)
                 return auth
