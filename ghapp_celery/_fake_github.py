@@ -23,7 +23,7 @@ import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -84,6 +84,7 @@ class FakeGitHub(FakeAppEndpointsMixin, FakeStateMixin):
         installations: int = 3,
         rate_limit: int = 5000,
         token_ttl: int = 3600,
+        token_format: Literal["classic", "stateless"] = "classic",  # noqa: S107  (not a secret)
         latency: float = 0.0,
         client_id: str = "Iv23liFakeClientId",
     ) -> None:
@@ -95,6 +96,9 @@ class FakeGitHub(FakeAppEndpointsMixin, FakeStateMixin):
         self.clock = clock or FakeClock()
         self.rate_limit = rate_limit
         self.token_ttl = token_ttl
+        # GitHub's installation tokens: the classic 40 characters, or, rolled out from April
+        # 2026, the stateless ``ghs_<app id>_<JWT>`` (hundreds of characters).
+        self.token_format = token_format
         self.latency = latency
         self.permissions = {"contents": "read", "issues": "write", "metadata": "read"}
         self.events = ["issues", "issue_comment", "pull_request", "push"]

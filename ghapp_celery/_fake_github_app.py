@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import threading
@@ -44,6 +45,7 @@ class FakeAppEndpointsMixin:
     installation_ids: list[int]
     token_requests: list[int]
     token_ttl: int
+    token_format: str
     tokens: dict[str, IssuedToken]
 
     def _installation(self, installation_id: int) -> dict[str, Any]:
@@ -99,8 +101,8 @@ class FakeAppEndpointsMixin:
             return error_reply(
                 422, "The permissions requested are not granted to this installation."
             )
-        token = "ghs_" + "".join(secrets.choice(TOKEN_ALPHABET) for _ in range(36))
         expires = int(self.clock()) + self.token_ttl
+        token = self._new_token(installation_id, expires)
         with self._lock:
             self.tokens[token] = IssuedToken(token, installation_id, expires)
         return Reply(
@@ -120,3 +122,19 @@ class FakeAppEndpointsMixin:
         with self._lock:
             self.tokens[credential.key].revoked = True
         return Reply(204)
+
+    def _new_token(self, installation_id: int, expires: int) -> str:
+        if self.token_format == "classic":  # noqa: S105  (a format's name, not a secret)
+            return "ghs_" + "".join(secrets.choice(TOKEN_ALPHABET) for _ in range(36))
+
+        # Shaped like GitHub's stateless format: the app id, then a JWT (only its shape: this
+        # fake keeps its tokens in a table, so the signature is random bytes).
+        def segment(value: bytes) -> str:
+            return base64.urlsafe_b64encode(value).rstrip(b"=").decode()
+
+        jti = secrets.token_hex(8)
+        claims = {"iss": self.app_id, "inst": installation_id, "exp": expires, "jti": jti}
+        header = b'{"alg":"RS256","typ":"JWT"}'
+        parts = (header, json.dumps(claims).encode(), secrets.token_bytes(256))
+        jwt = ".".join(segment(part) for part in parts)
+        return f"ghs_{self.app_id}_{jwt}"

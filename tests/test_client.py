@@ -430,6 +430,29 @@ async def test_token_expiring_mid_run_is_renewed_before_use(
     assert (await gh.get(f"/repos/{REPO}", cache=False)).status == 200
 
 
+async def test_the_stateless_token_format_works_like_the_classic_one(
+    fake_github: FakeGitHub, make_client: MakeClient, clock: FakeClock
+) -> None:
+    """GitHub's ``ghs_<app id>_<JWT>`` installation tokens (rolled out from April 2026) are
+    hundreds of characters long: nothing may assume the classic 40."""
+    fake_github.token_format = "stateless"
+    fake_github.add_repo(REPO)
+    gh = make_client()
+    assert (await gh.get(f"/repos/{REPO}", cache=False)).status == 200
+    (token,) = fake_github.tokens
+    assert token.startswith(f"ghs_{fake_github.app_id}_") and len(token) > 400
+    assert token.count(".") == 2
+    created = await gh.post(f"/repos/{REPO}/issues", json={"title": "long token"})
+    assert created.status == 201
+    # Cached and reused, then renewed before it expires, like any token.
+    assert (await gh.get(f"/repos/{REPO}", cache=False)).status == 200
+    assert fake_github.token_request_count() == 1
+    clock.advance(3600 - 120)
+    assert (await gh.get(f"/repos/{REPO}", cache=False)).status == 200
+    assert fake_github.token_request_count() == 2
+    assert all(len(t) > 400 for t in fake_github.tokens)
+
+
 async def test_a_401_refreshes_the_token_once(
     fake_github: FakeGitHub, make_client: MakeClient
 ) -> None:
