@@ -69,3 +69,21 @@ def test_the_delivery_state_follows_its_runs_with_a_backlog_of_other_deliveries(
     assert store.mark_dead(second.id, "gone")
     assert state() == "dead"
     assert store.counts()[RunState.QUEUED] == 100
+
+
+def test_the_sweeper_finds_due_runs_through_the_state_index(store: DeliveryStore) -> None:
+    """Without an index on the lease (migration 0003), expired leases are looked for among the
+    started and retrying runs found by state: never a scan of every run."""
+    from datetime import UTC, datetime
+
+    captured: list[Any] = []
+
+    class Recorder:
+        def execute(self, statement: Any, *args: Any) -> list[Any]:
+            captured.append(statement)
+            return []
+
+    _runs.due_for_sweep(Recorder(), datetime.now(UTC), 30, 900, 500)  # type: ignore[arg-type]
+    plan = plan_of(store, captured[0])
+    assert "SCAN ghapp_handler_runs" not in plan, plan
+    assert plan.count("USING INDEX ix_ghapp_handler_runs_state_updated") == 3, plan

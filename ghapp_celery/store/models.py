@@ -118,8 +118,10 @@ runs = Table(
     Column("lease_seconds", Float),
     Column("duration_ms", Float),
     UniqueConstraint("delivery_id", "handler", name="uq_ghapp_handler_runs_delivery_handler"),
+    # The sweeper's index (RECEIVED/QUEUED by age; STARTED/RETRYING, the runs in flight, by
+    # state alone, their leases checked row by row). A second index on the lease cost every
+    # start, finish and renewal more than it saved the sweeper (migration 0003).
     Index("ix_ghapp_handler_runs_state_updated", "state", "updated_at"),
-    Index("ix_ghapp_handler_runs_state_lease", "state", "lease_expires_at"),
 )
 
 # -- OAuth (user login): see docs/oauth.md ---------------------------------------------------
