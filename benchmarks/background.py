@@ -736,9 +736,10 @@ Changed since, each with its own commit and measurement:
   (SQLite had answered the old five `EXISTS` by scanning every queued run, so a finish grew
   with the backlog); a worker's start no longer reads the run back; and on SQLite a worker's
   start and finish statements, still compiled by SQLAlchemy, run on the driver's cursor
-  (SQLAlchemy's execution layer cost more per statement than SQLite did). In process, a no-op
-  run (start, handler, finish, Celery's trace) went 1.40 -> 0.55-0.6 ms CPU at 2,000 queued
-  runs.
+  (SQLAlchemy's execution layer cost more per statement than SQLite did); and the runs' index
+  on the lease is gone (every start and finish moved an entry in it; the sweeper finds the
+  runs in flight by state). In process, a no-op run (start, handler, finish, Celery's trace)
+  went 1.40 -> 0.55-0.6 ms CPU at 2,000 queued runs.
 - *The payload compressed once.* The intake keeps the body's JSON text, compresses it once,
   and the store row and the task message share those bytes: a message is 3.7 kB instead of
   16.9 kB, so encoding it, Redis's copy in its unacknowledged set and the worker's decoding
