@@ -1,4 +1,4 @@
-"""The Celery app tests/test_loop.py runs in real worker subprocesses.
+"""The Celery app tests/test_loop_workers.py runs in real worker subprocesses.
 
 Each task wraps a coroutine handler with ``run_handler``, as ghapp_celery's handler tasks do,
 and returns what it observed (pids, loop ids, thread ids) through the SQLite result backend.
