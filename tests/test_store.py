@@ -288,6 +288,34 @@ def test_sqlite_cursor_path_stores_what_sqlalchemy_would(tmp_path: Path) -> None
     store.dispose()
 
 
+def test_the_cursor_path_steps_aside_for_observers_and_refuses_what_it_cannot_copy(
+    tmp_path: Path,
+) -> None:
+    from sqlalchemy import bindparam
+
+    from ghapp_celery.store._sqlite_fast import SQLiteStatement
+    from ghapp_celery.store.models import runs
+
+    store = DeliveryStore(f"sqlite:///{tmp_path}/store.sqlite")
+    seen: list[str] = []
+    # Query logging / OpenTelemetry hook cursor events: the hot statements must reach them.
+    event.listen(store._engine, "before_cursor_execute", lambda *args: seen.append(args[2]))
+    run, _ = store.record(make_delivery("d-observed"), PLANS, now=T0)
+    seen.clear()
+    assert store.start(run.id, lease_seconds=30, now=T0)
+    assert store.mark_succeeded(run.id, now=T0 + timedelta(seconds=1))
+    updates = [sql.split()[1] for sql in seen if sql.startswith("UPDATE")]
+    assert updates == ["ghapp_handler_runs", "ghapp_deliveries"] * 2
+    dialect = store._engine.dialect
+    with pytest.raises(ValueError, match="IN lists"):
+        SQLiteStatement(
+            runs.update().where(runs.c.id.in_(bindparam("ids", expanding=True))), dialect
+        )
+    with pytest.raises(ValueError, match="result conversion"):
+        SQLiteStatement(runs.update().returning(runs.c.started_at), dialect)
+    store.dispose()
+
+
 def _race(count: int, action: Callable[[int], Any]) -> list[Any]:
     """Run ``action(i)`` in ``count`` threads released together; re-raise any error."""
     barrier = threading.Barrier(count)

@@ -8,11 +8,16 @@ SQLite dialect, and their parameters go through the same type processors, so the
 the values stored are exactly what ``Connection.execute`` would have sent; only the
 per-call machinery is skipped. They run inside the caller's SQLAlchemy transaction, on its
 connection. In process, a start went from 198 to about 110 us and a finish from 205 to 100.
+
+When someone watches the engine's statements (``echo``, a ``before_cursor_execute`` or
+``after_cursor_execute`` listener such as query logging or OpenTelemetry's instrumentation),
+the statements go through ``Connection.execute`` so they are seen. Statements this path could
+not copy exactly (IN lists rendered per call, returned columns SQLAlchemy converts) are refused
+when compiled.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -31,6 +36,13 @@ class SQLiteStatement:
 
     def __init__(self, statement: Executable, dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)  # type: ignore[attr-defined]
+        # Only what this shortcut reproduces exactly: no IN lists SQLAlchemy renders per call,
+        # no returned column SQLAlchemy would convert (a datetime would come back as text).
+        if compiled.post_compile_params:
+            raise ValueError("a statement with per-call IN lists needs Connection.execute")
+        for column in compiled.returning or ():
+            if column.type.dialect_impl(dialect).result_processor(dialect, None) is not None:
+                raise ValueError(f"RETURNING {column} needs SQLAlchemy's result conversion")
         self._sql: str = str(compiled)
         self._order: tuple[str, ...] = tuple(compiled.positiontup or ())
         binds = compiled.binds
@@ -59,17 +71,34 @@ class SQLiteStatement:
         return tuple(row) if row is not None else None
 
 
-@functools.cache
+# Compiled once per statement and kind of SQLite dialect, shared by every engine of that kind
+# (the SQL and processors depend on the dialect's class and the library's version only), so a
+# process that makes many stores keeps one entry per statement, not one per engine.
+_COMPILED: dict[tuple[Executable, type[Dialect], Any], SQLiteStatement] = {}
+
+
 def _compiled(statement: Executable, dialect: Dialect) -> SQLiteStatement:
-    return SQLiteStatement(statement, dialect)
+    key = (statement, type(dialect), dialect.server_version_info)
+    found = _COMPILED.get(key)
+    if found is None:  # two threads may both compile it once: the same result either way
+        found = _COMPILED.setdefault(key, SQLiteStatement(statement, dialect))
+    return found
+
+
+def _observed(conn: Connection) -> bool:
+    """Whether someone watches this engine's statements (echo, query logging, OpenTelemetry's
+    SQLAlchemy instrumentation): they then go through Connection.execute to be seen."""
+    dispatch = conn.dispatch
+    return bool(conn.engine.echo or dispatch.before_cursor_execute or dispatch.after_cursor_execute)
 
 
 def first_row(
     conn: Connection, statement: Executable, params: Mapping[str, Any]
 ) -> tuple[Any, ...] | None:
     """The first row ``statement`` returns (None if none): on SQLite through its cursor (the
-    statement compiled once per engine), elsewhere through ``conn.execute``."""
-    if conn.dialect.name == "sqlite":
+    statement compiled once per engine), elsewhere, or when the engine's statements are
+    observed, through ``conn.execute``."""
+    if conn.dialect.name == "sqlite" and not _observed(conn):
         return _compiled(statement, conn.dialect).first(conn, params)
     result = conn.execute(statement, params)
     row = result.first() if result.returns_rows else None
