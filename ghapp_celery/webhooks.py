@@ -6,7 +6,6 @@ server and reused by the FastAPI intake, the CLI and the test helpers alike.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import json
@@ -186,16 +185,22 @@ class Delivery:
     #: kombu's per-object hook (together a quarter of a background delivery's CPU).
     payload_json: str | None = field(default=None, repr=False, compare=False)
 
-    @functools.cached_property
+    @property
     def payload_zlib(self) -> bytes:
         """The payload's JSON (the text as received when known), zlib-compressed once: the
         store keeps these bytes and a task message carries them, so a delivery is compressed
         once and a message is a fifth of the payload's size (cheaper to encode, send, hold
         unacknowledged in Redis and decode)."""
-        text = self.payload_json
-        if text is None:
-            text = json.dumps(self.payload, separators=(",", ":"), ensure_ascii=False)
-        return zlib.compress(text.encode(), PAYLOAD_ZLIB_LEVEL)
+        # Cached by hand: functools.cached_property holds one lock per class on Python 3.11,
+        # which would make the scheduler threads compress one delivery at a time.
+        packed: bytes | None = self.__dict__.get("_payload_zlib")
+        if packed is None:
+            text = self.payload_json
+            if text is None:
+                text = json.dumps(self.payload, separators=(",", ":"), ensure_ascii=False)
+            packed = zlib.compress(text.encode(), PAYLOAD_ZLIB_LEVEL)
+            self.__dict__["_payload_zlib"] = packed  # frozen: not through __setattr__
+        return packed
 
     @property
     def keys(self) -> tuple[str, ...]:
