@@ -98,6 +98,8 @@ class FakeGitHub(FakeAppEndpointsMixin, FakeStateMixin):
         self.token_ttl = token_ttl
         # GitHub's installation tokens: the classic 40 characters, or, rolled out from April
         # 2026, the stateless ``ghs_<app id>_<JWT>`` (hundreds of characters).
+        if token_format not in ("classic", "stateless"):
+            raise ValueError(f"token_format must be 'classic' or 'stateless', not {token_format!r}")
         self.token_format = token_format
         self.latency = latency
         self.permissions = {"contents": "read", "issues": "write", "metadata": "read"}
