@@ -163,7 +163,7 @@ class WebhookIntake:
                 allow_sha1=policy.allow_sha1,
             )
         payload, text = decode_body_text(body, request.headers.get("content-type"))
-        return parse_delivery(request.headers, payload, body_size=len(body), payload_json=text)
+        return parse_delivery(request.headers, payload, payload_json=text)
 
     async def dispatch(self, delivery: Delivery) -> JSONResponse:
         """Queue background handlers, run inline ones, and answer what happened."""

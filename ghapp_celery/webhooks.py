@@ -109,8 +109,8 @@ def decode_body(body: bytes, content_type: str | None) -> dict[str, Any]:
 
 def decode_body_text(body: bytes, content_type: str | None) -> tuple[dict[str, Any], str | None]:
     """``decode_body``, and the body as text when it is a JSON body in UTF-8 (None for a
-    form-encoded one): the store and the broker keep that text instead of serialising the
-    payload again (``Delivery.payload_json``)."""
+    form-encoded one): the payload is compressed from that text for the store and the broker
+    instead of being serialised again (``Delivery.payload_json``)."""
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
     text: str | None = None
     if media_type == "application/x-www-form-urlencoded":
@@ -178,11 +178,8 @@ class Delivery:
     target_type: str | None = None
     target_id: int | None = None
     received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    #: Size of the body as received (0 when unknown).
-    body_size: int = 0
-    #: The payload's JSON text as received, when the body was JSON: the store and the broker
-    #: keep this text instead of serialising ``payload`` again, and a worker parses it without
-    #: kombu's per-object hook (together a quarter of a background delivery's CPU).
+    #: The payload's JSON text as received, when the body was JSON: ``payload_zlib`` compresses
+    #: this text instead of serialising ``payload`` again.
     payload_json: str | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -218,7 +215,6 @@ def parse_delivery(
     payload: dict[str, Any],
     *,
     require_delivery_id: bool = False,
-    body_size: int = 0,
     payload_json: str | None = None,
 ) -> Delivery:
     """Build a Delivery from GitHub's headers (any case) and the decoded payload."""
@@ -247,7 +243,6 @@ def parse_delivery(
         hook_id=_int_or_none(headers.get("x-github-hook-id")),
         target_type=headers.get("x-github-hook-installation-target-type"),
         target_id=_int_or_none(headers.get("x-github-hook-installation-target-id")),
-        body_size=body_size,
         payload_json=payload_json,
     )
 

@@ -34,7 +34,7 @@ def plan_of(store: DeliveryStore, statement: Any) -> str:
     "statement",
     [
         _sql.REFRESH_ONE,
-        _runs._CLAIM,
+        _runs._START,
         _runs._finish_statement("sqlite", False),
         _runs._finish_statement("sqlite", True),
     ],

@@ -40,6 +40,7 @@ __all__ = [
     "record_runs",
     "renew_leases",
     "replay",
+    "start",
     "transition",
 ]
 
@@ -178,8 +179,8 @@ def mark_unpublished(conn: Connection, run_ids: Sequence[str], now: datetime) ->
 
 # The claim's WHERE clause is the whole decision, evaluated by the database on the current
 # row: under concurrency exactly one claimant's UPDATE matches. Built once: constructing it
-# per call cost more than executing it.
-_CLAIM_ANY = (
+# per call cost more than executing it. RETURNING only what the delivery update needs.
+_START = (
     update(runs)
     .where(
         runs.c.id == bindparam("b_id"),
@@ -198,10 +199,8 @@ _CLAIM_ANY = (
         lease_expires_at=bindparam("b_until"),
         lease_seconds=bindparam("b_lease"),
     )
+    .returning(runs.c.delivery_id)
 )
-_CLAIM = _CLAIM_ANY.returning(*runs.c)
-# What a worker needs to know: whether it won (reading the whole row back cost a tenth).
-_CLAIM_DELIVERY_ID = _CLAIM_ANY.returning(runs.c.delivery_id)
 # A started run makes its delivery "running" whatever its other runs are (running comes first
 # in the state precedence), so no need to recompute from every run.
 _DELIVERY_RUNNING = (
@@ -211,41 +210,30 @@ _DELIVERY_RUNNING = (
 )
 
 
-def claim(conn: Connection, run_id: str, lease_seconds: float, now: datetime) -> RunRecord | None:
-    if not _lock_for_claim(conn, run_id):
-        return None
-    row = conn.execute(_CLAIM, _claim_params(run_id, lease_seconds, now)).first()
-    if row is None:
-        return None
-    conn.execute(_DELIVERY_RUNNING, {"b_delivery": row.delivery_id})
-    return _sql.run_from_row(row._mapping)
-
-
 def start(conn: Connection, run_id: str, lease_seconds: float, now: datetime) -> bool:
-    """``claim`` without reading the run back; on SQLite through its cursor (_sqlite_fast)."""
-    if not _lock_for_claim(conn, run_id):
-        return False
-    row = first_row(conn, _CLAIM_DELIVERY_ID, _claim_params(run_id, lease_seconds, now))
+    """Claim the run; True when this caller won. On SQLite through its cursor (_sqlite_fast)."""
+    # PostgreSQL: lock the delivery first (one lock order everywhere); a run that does not
+    # exist then simply matches nothing below.
+    _sql.lock_delivery_for(conn, run_id)
+    params = {
+        "b_id": run_id,
+        "b_now": now,
+        "b_until": now + timedelta(seconds=lease_seconds),
+        "b_lease": lease_seconds,
+    }
+    row = first_row(conn, _START, params)
     if row is None:
         return False
     first_row(conn, _DELIVERY_RUNNING, {"b_delivery": row[0]})
     return True
 
 
-def _lock_for_claim(conn: Connection, run_id: str) -> bool:
-    # PostgreSQL: lock the delivery first (one lock order everywhere). SQLite's write
-    # transactions are serial already, and the conditional UPDATE is the decision, so the
-    # extra read there would only cost time on every run a worker starts.
-    return conn.dialect.name != "postgresql" or _sql.lock_delivery_of_run(conn, run_id) is not None
-
-
-def _claim_params(run_id: str, lease_seconds: float, now: datetime) -> dict[str, Any]:
-    return {
-        "b_id": run_id,
-        "b_now": now,
-        "b_until": now + timedelta(seconds=lease_seconds),
-        "b_lease": lease_seconds,
-    }
+def claim(conn: Connection, run_id: str, lease_seconds: float, now: datetime) -> RunRecord | None:
+    """``start``, then the run as it now is (same transaction)."""
+    if not start(conn, run_id, lease_seconds, now):
+        return None
+    row = conn.execute(_sql.RUN, {"b_run": run_id}).first()
+    return None if row is None else _sql.run_from_row(row._mapping)
 
 
 def renew_leases(

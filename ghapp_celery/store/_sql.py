@@ -30,6 +30,7 @@ from .records import DeliveryRecord, DeliveryState, RunRecord, RunState
 
 __all__ = [
     "REFRESH_ONE",
+    "RUN",
     "before_cursor",
     "decode_cursor",
     "decompress_payload",
@@ -110,7 +111,7 @@ _LOCK_DELIVERY_OF_RUN = (
     )
     .with_for_update()
 )
-_RUN = select(runs).where(runs.c.id == bindparam("b_run"))
+RUN = select(runs).where(runs.c.id == bindparam("b_run"))
 
 
 def refresh_delivery_state(conn: Connection, delivery_id: str) -> None:
@@ -133,7 +134,7 @@ def lock_delivery_of_run(conn: Connection, run_id: str) -> Mapping[Any, Any] | N
     none of it: write transactions there are already serial (BEGIN IMMEDIATE).
     """
     lock_delivery_for(conn, run_id)
-    row = conn.execute(_RUN, {"b_run": run_id}).first()
+    row = conn.execute(RUN, {"b_run": run_id}).first()
     return None if row is None else row._mapping
 
 

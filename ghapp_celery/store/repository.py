@@ -193,7 +193,7 @@ class DeliveryStore(Database):
 
     def start(self, run_id: str, *, lease_seconds: float, now: datetime | None = None) -> bool:
         """``claim`` for a worker, which only needs to know whether it won: the same update,
-        without reading the run back."""
+        without reading the run back. True when this caller won."""
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
         at = _utc(now)
