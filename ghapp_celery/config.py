@@ -85,6 +85,13 @@ class Settings(BaseSettings):
         description="Seconds a started run is held without a heartbeat; the worker renews it "
         "every third of that while the handler runs, so a killed worker's runs rerun soon.",
     )
+    outcome_write_timeout: float = Field(
+        default=120.0,
+        ge=0,
+        description="Seconds a worker keeps retrying, with backoff and its lease renewed, to "
+        "record a finished run's outcome while the store is unavailable (longer than a typical "
+        "database failover), so a short outage does not run a finished handler again.",
+    )
     sweep_interval: float = Field(default=30.0, gt=0, description="Seconds between sweeps.")
     sweep_unpublished_after: float = Field(
         default=30.0, ge=0, description="Republish runs recorded but unpublished this long."
