@@ -55,6 +55,9 @@ class Event:
 
     delivery: Delivery
     auth: GitHubAppAuth | None = field(default=None, repr=False, compare=False)
+    #: The store's id of this handler run (also the Celery task id) in a background handler;
+    #: None inline. Stable across retries and re-executions: the key for idempotent effects.
+    run_id: str | None = None
 
     @property
     def github(self) -> AsyncGitHubClient:

@@ -158,7 +158,7 @@ def register_handler_task(celery: Celery, services: AppServices, spec: HandlerSp
         auth = services.auth
         if spec.is_async:
             _ensure_github_session(auth)
-        args = (Event(parsed, auth=auth),) if spec.takes_event else ()
+        args = (Event(parsed, auth=auth, run_id=run_id),) if spec.takes_event else ()
         started = time.monotonic()
         try:
             with delivery_context(parsed), lease_keeper.hold(store, run_id, lease):
