@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -68,6 +68,18 @@ _REARM_MANY = (
         queue=bindparam("b_queue"),
     )
 )
+
+
+def write_time(now: datetime | None) -> datetime:
+    """The time a write is stamped with: the caller's (tests pass one), else the clock read
+    once the transaction holds its locks.
+
+    Never earlier: a claim that read the clock and then waited 80 s for a stalled store wrote
+    a lease that had expired before it committed, so the next late claim beat it and a run
+    executed three times at once (issue 10). Leases are thus as long as asked from their
+    commit, on the clock of the process writing them (hosts keep clocks in sync with NTP).
+    """
+    return datetime.now(UTC) if now is None else now
 
 
 def _new_run(
@@ -144,9 +156,10 @@ def record_runs(
     return [_sql.run_from_row(run) for run in (*rearmed, *new_rows)]
 
 
-def mark_queued(conn: Connection, run_ids: Sequence[str], now: datetime) -> None:
+def mark_queued(conn: Connection, run_ids: Sequence[str], now: datetime | None) -> None:
     owners = select(runs.c.delivery_id).where(runs.c.id.in_(run_ids)).distinct()
     _sql.lock_deliveries(conn, list(conn.execute(owners).scalars()))
+    now = write_time(now)
     updated = conn.execute(
         update(runs)
         .where(
@@ -164,10 +177,11 @@ def mark_queued(conn: Connection, run_ids: Sequence[str], now: datetime) -> None
     _sql.refresh_delivery_states(conn, list(updated.scalars()))
 
 
-def mark_unpublished(conn: Connection, run_ids: Sequence[str], now: datetime) -> None:
+def mark_unpublished(conn: Connection, run_ids: Sequence[str], now: datetime | None) -> None:
     """QUEUED runs whose message could not be sent go back to RECEIVED (for the sweeper)."""
     owners = select(runs.c.delivery_id).where(runs.c.id.in_(run_ids)).distinct()
     _sql.lock_deliveries(conn, list(conn.execute(owners).scalars()))
+    now = write_time(now)
     updated = conn.execute(
         update(runs)
         .where(runs.c.id.in_(run_ids), runs.c.state == RunState.QUEUED)
@@ -210,11 +224,17 @@ _DELIVERY_RUNNING = (
 )
 
 
-def start(conn: Connection, run_id: str, lease_seconds: float, now: datetime) -> bool:
-    """Claim the run; True when this caller won. On SQLite through its cursor (_sqlite_fast)."""
+def start(conn: Connection, run_id: str, lease_seconds: float, now: datetime | None) -> bool:
+    """Claim the run; True when this caller won. On SQLite through its cursor (_sqlite_fast).
+
+    The WHERE clause never lets a claim win over a live lease: it compares with the time read
+    after the locks are held (SQLite: BEGIN IMMEDIATE; PostgreSQL: the delivery's row lock),
+    and the lease it writes runs from then.
+    """
     # PostgreSQL: lock the delivery first (one lock order everywhere); a run that does not
     # exist then simply matches nothing below.
     _sql.lock_delivery_for(conn, run_id)
+    now = write_time(now)
     params = {
         "b_id": run_id,
         "b_now": now,
@@ -228,7 +248,9 @@ def start(conn: Connection, run_id: str, lease_seconds: float, now: datetime) ->
     return True
 
 
-def claim(conn: Connection, run_id: str, lease_seconds: float, now: datetime) -> RunRecord | None:
+def claim(
+    conn: Connection, run_id: str, lease_seconds: float, now: datetime | None
+) -> RunRecord | None:
     """``start``, then the run as it now is (same transaction)."""
     if not start(conn, run_id, lease_seconds, now):
         return None
@@ -237,22 +259,30 @@ def claim(conn: Connection, run_id: str, lease_seconds: float, now: datetime) ->
 
 
 def renew_leases(
-    conn: Connection, run_ids: Sequence[str], lease_seconds: float, now: datetime
+    conn: Connection, run_ids: Sequence[str], lease_seconds: float, now: datetime | None
 ) -> int:
     """Extend the leases of runs still STARTED (a live worker's heartbeat); returns how many.
 
     No state changes, so no delivery lock: a run that finished or was reclaimed meanwhile is
-    simply not matched.
+    simply not matched. The lease runs from the clock read once the rows are held: SQLite's
+    transaction holds the write lock already; on PostgreSQL the rows are locked first (in id
+    order), since an UPDATE's bound time was read before it waited for them.
     """
+    ids = list(run_ids)
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            select(runs.c.id).where(runs.c.id.in_(ids)).order_by(runs.c.id).with_for_update()
+        )
+    now = write_time(now)
     result = conn.execute(
         update(runs)
-        .where(runs.c.id.in_(list(run_ids)), runs.c.state == RunState.STARTED)
+        .where(runs.c.id.in_(ids), runs.c.state == RunState.STARTED)
         .values(lease_expires_at=now + timedelta(seconds=lease_seconds), updated_at=now)
     )
     return int(result.rowcount or 0)
 
 
-Changes = Callable[[Mapping[Any, Any]], dict[str, Any]]
+Changes = Callable[[Mapping[Any, Any], datetime], dict[str, Any]]
 
 
 @functools.cache
@@ -286,10 +316,11 @@ def _finish_statement(dialect: str, with_error: bool) -> Update:
 
 
 def finish(
-    conn: Connection, run_id: str, state: RunState, now: datetime, error: str | None
+    conn: Connection, run_id: str, state: RunState, now: datetime | None, error: str | None
 ) -> bool:
     """SUCCEEDED, FAILED or DEAD from any unfinished state; False when already finished."""
     _sql.lock_delivery_for(conn, run_id)
+    now = write_time(now)
     params: dict[str, Any] = {"b_id": run_id, "b_to": state.value, "b_now": now}
     if error is not None:
         params["b_error"] = error
@@ -320,14 +351,15 @@ def transition(
     run_id: str,
     state: RunState,
     allowed: Collection[RunState],
-    now: datetime,
+    now: datetime | None,
     changes: Changes,
 ) -> bool:
     """Move one run to ``state`` if it is in ``allowed``; True when it moved."""
     run = _sql.lock_delivery_of_run(conn, run_id)
     if run is None or run["state"] not in allowed:
         return False
-    values = changes(run)
+    now = write_time(now)
+    values = changes(run, now)
     params = {"b_id": run_id, "b_from": run["state"], "b_to": state.value, "b_now": now}
     statement = _transition(tuple(sorted(values)))
     result = conn.execute(statement, params | {f"c_{k}": v for k, v in values.items()})

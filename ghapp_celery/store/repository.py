@@ -37,6 +37,12 @@ def _utc(when: datetime | None) -> datetime:
     return when.astimezone(UTC)
 
 
+def _given(when: datetime | None) -> datetime | None:
+    """A time the caller chose (tests), in UTC; None lets the write read the clock once it
+    holds its locks (``_runs.write_time``), so a write that waited is not stamped early."""
+    return None if when is None else _utc(when)
+
+
 def _error_text(error: str) -> str:
     return error if len(error) <= MAX_ERROR_CHARS else "…" + error[-MAX_ERROR_CHARS:]
 
@@ -163,7 +169,7 @@ class DeliveryStore(Database):
         STARTED/RETRYING run whose lease expired goes back to QUEUED. A run a live worker
         holds, or a finished one, is left alone (a worker may claim before this call lands).
         """
-        at = _utc(now)
+        at = _given(now)
         ids = sorted(set(run_ids))
         if ids:
             self._write(lambda conn: _runs.mark_queued(conn, ids, at))
@@ -173,7 +179,7 @@ class DeliveryStore(Database):
         sweeper publishes them after ``unpublished_after``."""
         ids = sorted(set(run_ids))
         if ids:
-            at = _utc(now)
+            at = _given(now)
             self._write(lambda conn: _runs.mark_unpublished(conn, ids, at))
 
     # -- the workers --------------------------------------------------------------------------
@@ -188,7 +194,7 @@ class DeliveryStore(Database):
         """
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
-        at = _utc(now)
+        at = _given(now)
         return self._write(lambda conn: _runs.claim(conn, run_id, lease_seconds, at))
 
     def start(self, run_id: str, *, lease_seconds: float, now: datetime | None = None) -> bool:
@@ -196,7 +202,7 @@ class DeliveryStore(Database):
         without reading the run back. True when this caller won."""
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
-        at = _utc(now)
+        at = _given(now)
         return self._write(lambda conn: _runs.start(conn, run_id, lease_seconds, at))
 
     def renew_leases(
@@ -212,7 +218,7 @@ class DeliveryStore(Database):
         ids = sorted(set(run_ids))
         if not ids:
             return 0
-        at = _utc(now)
+        at = _given(now)
         return self._write(lambda conn: _runs.renew_leases(conn, ids, lease_seconds, at))
 
     def mark_retrying(
@@ -225,10 +231,11 @@ class DeliveryStore(Database):
     ) -> bool:
         """A retry is scheduled at ``retry_at``: the lease is pushed past it, so the sweeper
         leaves alone a run that is only waiting for its countdown. Only from STARTED."""
-        at = _utc(now)
-        due = max(_utc(retry_at), at) if retry_at is not None else at
+        at = _given(now)
+        retry = None if retry_at is None else _utc(retry_at)
 
-        def changes(run: Mapping[Any, Any]) -> dict[str, Any]:
+        def changes(run: Mapping[Any, Any], written: datetime) -> dict[str, Any]:
+            due = written if retry is None else max(retry, written)
             lease = run["lease_seconds"] or DEFAULT_LEASE_SECONDS
             return {
                 "last_error": _error_text(error),
@@ -256,7 +263,7 @@ class DeliveryStore(Database):
     def _finish(
         self, run_id: str, state: RunState, error: str | None, now: datetime | None
     ) -> bool:
-        at = _utc(now)
+        at = _given(now)
         text = None if error is None else _error_text(error)
         # From any unfinished state: a worker that ran the handler must be able to say so even
         # if the sweeper re-queued the run meanwhile. A finished run is never overwritten.
