@@ -86,6 +86,20 @@ class PostgresServer:
         with contextlib.suppress(subprocess.SubprocessError):
             self._pg("pg_ctl", "stop", "-D", self.data_dir, "-m", "immediate", "-w")
 
+    def start(self) -> None:
+        """(Re)start the server on its port and data directory (after ``stop``: an outage)."""
+        base = os.path.dirname(self.data_dir)
+        # fsync off: the suite needs speed, not crash safety; the socket stays in our
+        # directory. A zone far from UTC makes any missing UTC conversion visible.
+        options = (
+            f"-h 127.0.0.1 -p {self.port} -k {base} -F -c max_connections=60 "
+            "-c TimeZone=Asia/Kolkata"
+        )
+        self._pg(
+            "pg_ctl", "start", "-D", self.data_dir, "-o", options, "-l",
+            os.path.join(base, "server.log"), "-w", "-t", "30",
+        )  # fmt: skip
+
 
 def start_postgres(bin_dir: str) -> PostgresServer:
     base = tempfile.mkdtemp(prefix="ghapp-pg-")
@@ -98,15 +112,7 @@ def start_postgres(bin_dir: str) -> PostgresServer:
     server._pg(
         "initdb", "-D", server.data_dir, "-U", PG_USER, "-A", "trust", "-E", "UTF8", "--no-sync"
     )
-    # fsync off: the suite needs speed, not crash safety; the socket stays in our directory.
-    # A zone far from UTC makes any missing UTC conversion in the code under test visible.
-    options = (
-        f"-h 127.0.0.1 -p {server.port} -k {base} -F -c max_connections=60 -c TimeZone=Asia/Kolkata"
-    )
-    server._pg(
-        "pg_ctl", "start", "-D", server.data_dir, "-o", options, "-l",
-        os.path.join(base, "server.log"), "-w", "-t", "30",
-    )  # fmt: skip
+    server.start()
     return server
 
 
