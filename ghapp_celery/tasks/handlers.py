@@ -18,6 +18,7 @@ import logging
 import os
 import time
 import zlib
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -30,6 +31,7 @@ from ..routing import HandlerSpec
 from ..webhooks import Delivery
 from .lease import lease_keeper
 from .loop import run_handler, worker_loop
+from .outcome import write_through_outage
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -150,7 +152,14 @@ def register_handler_task(celery: Celery, services: AppServices, spec: HandlerSp
         store = services.store
         timeout = spec.timeout or settings.handler_timeout
         lease = settings.run_lease
-        if not store.start(run_id, lease_seconds=lease):
+        within = settings.outcome_write_timeout
+        claimed = write_through_outage(
+            lambda: store.start(run_id, lease_seconds=lease),
+            what="the claim",
+            run_id=run_id,
+            within=within,
+        )
+        if not claimed:
             # Already done, or running in a live worker: this message is a duplicate.
             LOG.info("Run %s of %s is not claimable; skipping duplicate", run_id, spec.task_name)
             return {"run": run_id, "skipped": True}
@@ -160,13 +169,20 @@ def register_handler_task(celery: Celery, services: AppServices, spec: HandlerSp
             _ensure_github_session(auth)
         args = (Event(parsed, auth=auth, run_id=run_id),) if spec.takes_event else ()
         started = time.monotonic()
-        try:
-            with delivery_context(parsed), lease_keeper.hold(store, run_id, lease):
-                run_handler(spec.func, *args, timeout=timeout)
-        except Exception as exc:
-            _after_failure(self, store, spec, run_id, delivery, rate_limited, exc)
-            raise
-        store.mark_succeeded(run_id)
+        # The lease is held until the outcome is written, however long the store takes.
+        with lease_keeper.hold(store, run_id, lease):
+            try:
+                with delivery_context(parsed):
+                    run_handler(spec.func, *args, timeout=timeout)
+            except Exception as exc:
+                _after_failure(self, store, spec, run_id, delivery, rate_limited, exc, within)
+                raise
+            write_through_outage(
+                lambda: store.mark_succeeded(run_id),
+                what="success",
+                run_id=run_id,
+                within=within,
+            )
         LOG.info(
             "Run %s (%s, delivery %s) succeeded in %.1f ms",
             run_id,
@@ -187,9 +203,16 @@ def _after_failure(
     delivery: dict[str, Any],
     rate_limited: int,
     exc: Exception,
+    within: float,
 ) -> None:
-    """Record the failure and, when the policy allows, raise Celery's Retry for another try."""
+    """Record the failure and, when the policy allows, raise Celery's Retry for another try.
+
+    Each record is written through a store outage of up to ``within`` seconds."""
     policy = spec.retry
+
+    def record(what: str, write: Callable[[], bool]) -> None:
+        write_through_outage(write, what=what, run_id=run_id, within=within)
+
     outcome = classify(exc, policy)
     retries = int(task.request.retries or 0)
     error_retries = retries - rate_limited
@@ -199,7 +222,8 @@ def _after_failure(
         assert isinstance(exc, GitHubRateLimitError)
         wait = exc.retry_after if exc.retry_after is not None else 60.0
         countdown = max(1.0, min(float(wait), policy.max_rate_limit_wait))
-        store.mark_retrying(run_id, summary, retry_at=_now() + timedelta(seconds=countdown))
+        retry_at = _now() + timedelta(seconds=countdown)
+        record("a rate-limit wait", lambda: store.mark_retrying(run_id, summary, retry_at=retry_at))
         LOG.warning("Run %s rate limited; retrying in %.0f s", run_id, countdown)
         # A rate-limit wait must not use up the error retries: allow exactly one more retry
         # than Celery has counted, and carry our own count in the message.
@@ -213,7 +237,8 @@ def _after_failure(
 
     if outcome is Outcome.RETRY and error_retries < policy.max_retries:
         countdown = policy.backoff(error_retries)
-        store.mark_retrying(run_id, summary, retry_at=_now() + timedelta(seconds=countdown))
+        retry_at = _now() + timedelta(seconds=countdown)
+        record("a retry", lambda: store.mark_retrying(run_id, summary, retry_at=retry_at))
         LOG.warning(
             "Run %s failed (%s); retry %d/%d in %.1f s",
             run_id,
@@ -233,8 +258,8 @@ def _after_failure(
         )
 
     if outcome is Outcome.FAIL:
-        store.mark_failed(run_id, summary)
+        record("the failure", lambda: store.mark_failed(run_id, summary))
         LOG.error("Run %s failed permanently: %s", run_id, summary, exc_info=exc)
     else:
-        store.mark_dead(run_id, summary)
+        record("the death", lambda: store.mark_dead(run_id, summary))
         LOG.error("Run %s is dead after %d retries: %s", run_id, retries, summary, exc_info=exc)

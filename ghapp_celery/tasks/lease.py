@@ -24,6 +24,9 @@ __all__ = ["LeaseKeeper", "lease_keeper"]
 LOG = logging.getLogger("ghapp_celery.tasks")
 
 _IDLE_TICK = 5.0  # seconds between looks when no run is held
+# After a failed renewal (the store is out): try again this often, so the lease is renewed
+# within a second of the store coming back, before the sweeper can take it for lapsed.
+_RETRY_TICK = 0.5
 
 
 class LeaseKeeper:
@@ -36,6 +39,7 @@ class LeaseKeeper:
         self._thread: threading.Thread | None = None
         self._pid: int | None = None
         self._tick = _IDLE_TICK  # what the renewal thread is currently waiting out
+        self._failing = False  # the last renewal failed
 
     @contextmanager
     def hold(self, store: DeliveryStore, run_id: str, lease_seconds: float) -> Iterator[None]:
@@ -64,6 +68,7 @@ class LeaseKeeper:
         self._thread = None
         self._pid = None
         self._tick = _IDLE_TICK
+        self._failing = False
 
     def _ensure_thread(self) -> None:
         # A thread does not survive fork: a prefork child starts its own on first use.
@@ -81,6 +86,8 @@ class LeaseKeeper:
         with self._lock:
             leases = [lease for _, lease in self._held.values()]
             self._tick = max(0.2, min(leases) / 3) if leases else _IDLE_TICK
+            if leases and self._failing:
+                self._tick = min(self._tick, _RETRY_TICK)
             return self._tick
 
     def _run(self) -> None:
@@ -96,13 +103,24 @@ class LeaseKeeper:
             for run_id, (store, lease) in self._held.items():
                 groups.setdefault((id(store), lease), (store, []))[1].append(run_id)
         renewed = 0
+        failing = False
         for (_, lease), (store, run_ids) in groups.items():
             try:
                 renewed += store.renew_leases(run_ids, lease_seconds=lease)
-            except Exception:
-                # The store may be briefly unavailable; the next tick tries again, and a
-                # lease that lapses meanwhile only risks a duplicate the claim will refuse.
-                LOG.warning("Could not renew %d lease(s)", len(run_ids), exc_info=True)
+            except Exception as exc:
+                # The store may be briefly unavailable: try again soon (_RETRY_TICK). A lease
+                # lapses only after a whole lease without a renewal.
+                if not self._failing:
+                    LOG.warning(
+                        "Could not renew %d lease(s): %s; retrying every %.1f s",
+                        len(run_ids),
+                        type(exc).__name__,
+                        _RETRY_TICK,
+                    )
+                failing = True
+        if self._failing and not failing:
+            LOG.info("Lease renewals work again")
+        self._failing = failing
         return renewed
 
 
