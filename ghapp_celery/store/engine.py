@@ -84,9 +84,14 @@ def _on_sqlite_begin(conn: Any) -> None:
 
 
 def make_engine(url: str | URL, *, pool_size: int | None = None, echo: bool = False) -> Engine:
-    """An engine for ``url``; SQLite gets the pragmas and locking above."""
+    """An engine for ``url``; SQLite gets the pragmas and locking above.
+
+    ``hide_parameters``: a failed statement's message (and ``echo``'s log lines) show the SQL
+    without its bound values, which hold webhook payloads, user logins and encrypted tokens;
+    StoreUnavailable chains that error, so a logged traceback would otherwise carry them.
+    """
     parsed = _parse(url)
-    kwargs: dict[str, Any] = {"echo": echo}
+    kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
     backend = parsed.get_backend_name()
     if pool_size is not None:
         kwargs["pool_size"] = pool_size
