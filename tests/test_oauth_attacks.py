@@ -204,6 +204,45 @@ def test_session_jwt_without_jti_is_refused(env: OAuthEnv) -> None:
     assert env.get("/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
 
 
+@pytest.mark.parametrize(
+    "claim, value",
+    [
+        ("exp", "far-future-as-string"),
+        ("exp", None),  # filled in below: a numeric string an hour ahead
+        ("exp", True),
+        ("exp", [1]),
+        ("iat", None),  # a numeric string
+        ("iat", True),
+        ("sub", 583231),
+        ("login", ["octocat"]),
+    ],
+    ids=["exp-text", "exp-numeric-text", "exp-bool", "exp-list", "iat-text", "iat-bool",
+         "sub-int", "login-list"],
+)  # fmt: skip
+def test_session_jwt_with_a_mistyped_claim_is_refused(
+    env: OAuthEnv, claim: str, value: object
+) -> None:
+    # Signed with the real secret, so only the claim's type is wrong. pyjwt reads exp with
+    # int(), which took "1700000000" as a number: such a token used to be accepted.
+    claims = _session_claims(env)
+    claims[claim] = str(claims[claim]) if value is None else value
+    token = jwt.encode(claims, SESSION_SECRET, algorithm="HS256")
+    for path in ("/me", f"{PREFIX}/user"):
+        answer = env.get(path, headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 401, (path, answer.text)
+        # (exp=true is int 1 to pyjwt: long expired, which it says first)
+        assert answer.json()["detail"] in ("Invalid session token", "Session expired")
+    env.browser.cookies.set("session_token", token)
+    assert env.get("/maybe").json() == {"login": None}
+
+
+def test_session_jwt_with_numeric_claims_is_accepted(env: OAuthEnv) -> None:
+    # The control for the test above: the same forged claims, well typed, pass.
+    token = jwt.encode(_session_claims(env), SESSION_SECRET, algorithm="HS256")
+    answer = env.get("/me", headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 200 and answer.json() == {"login": "octocat"}
+
+
 def test_revoked_session(env: OAuthEnv) -> None:
     token = env.login().json()["session_token"]
     assert env.post(f"{PREFIX}/logout").status_code == 200

@@ -5,11 +5,13 @@ session id: the key of the stored GitHub tokens and of the logout denylist) and 
 ("session", 0.2.7's marker). GitHub tokens never go into the JWT.
 
 Verification accepts HS256 only (so ``alg: none`` and algorithm confusion fail), requires every
-claim above, and allows a few seconds of clock skew.
+claim above with the type this module issues it with (pyjwt itself takes ``int(exp)``, so an
+``exp`` of ``"9999999999"`` would pass it), and allows a few seconds of clock skew.
 """
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -22,6 +24,22 @@ __all__ = ["InvalidSession", "SessionManager"]
 ALGORITHM = "HS256"
 _REQUIRED = ["sub", "login", "iat", "exp", "jti"]
 _LEEWAY_SECONDS = 5
+
+
+def _numeric_date(value: Any) -> bool:
+    """A JSON number (RFC 7519 NumericDate): not a string, not a boolean, finite."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value)
+
+
+def _well_typed(claims: dict[str, Any]) -> bool:
+    return (
+        claims.get("type") == "session"
+        and all(isinstance(claims.get(name), str) for name in ("sub", "login", "jti"))
+        and _numeric_date(claims.get("iat"))
+        and _numeric_date(claims.get("exp"))
+    )
 
 
 class InvalidSession(Exception):
@@ -79,6 +97,6 @@ class SessionManager:
             raise InvalidSession("Session expired") from None
         except jwt.PyJWTError:
             raise InvalidSession("Invalid session token") from None
-        if claims.get("type") != "session" or not isinstance(claims.get("jti"), str):
+        if not _well_typed(claims):
             raise InvalidSession("Invalid session token")
         return claims
