@@ -119,6 +119,7 @@ def make_env(
     tmp_path: Path,
     *,
     setup: Callable[[GitHubApp], None] | None = None,
+    access_log: bool = False,
     **options: Any,
 ) -> Iterator[OAuthEnv]:
     clock = FakeClock()
@@ -145,7 +146,7 @@ def make_env(
         if setup is not None:
             setup(github_app)
         app = build_app(github_app)
-        url = stack.enter_context(serve(app, port=port))
+        url = stack.enter_context(serve(app, port=port, access_log=access_log))
         browser = stack.enter_context(httpx.Client(timeout=10))
         yield OAuthEnv(url, fake, oauth, github_app, browser, clock)
         manager = manager_of(github_app)

@@ -108,14 +108,19 @@ def _app_auth(github_app: Any) -> GitHubAppAuth | None:
 
 
 def mount(github_app: Any, app: FastAPI) -> None:
-    """Add the login routes under the prefix when OAuth is on and fully configured."""
+    """Add the login routes under the prefix when OAuth is on and fully configured, and
+    redact their secrets from uvicorn's access log."""
     manager = manager_of(github_app)
     if manager is None:
         return
+    from ..logging_filters import redact_access_log
     from .routes import build_router
 
     router = build_router(manager, _state(github_app).hooks, github_app.get_current_user)
     app.include_router(router, prefix=manager.config.prefix)
+    # The callback's URL carries the authorization code and the state; uvicorn's access log
+    # would record both (docs/oauth.md, "Access logs").
+    redact_access_log()
 
 
 def current_user(github_app: Any, request: Request) -> dict[str, Any]:
