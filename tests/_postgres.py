@@ -86,6 +86,17 @@ class PostgresServer:
         with contextlib.suppress(subprocess.SubprocessError):
             self._pg("pg_ctl", "stop", "-D", self.data_dir, "-m", "immediate", "-w")
 
+    def running(self) -> bool:
+        """Whether the server is up (``pg_ctl status``)."""
+        command = [
+            *self.run_as,
+            os.path.join(self.bin_dir, "pg_ctl"),
+            "status",
+            "-D",
+            self.data_dir,
+        ]
+        return subprocess.run(command, capture_output=True, timeout=60).returncode == 0
+
     def start(self) -> None:
         """(Re)start the server on its port and data directory (after ``stop``: an outage)."""
         base = os.path.dirname(self.data_dir)
