@@ -2,27 +2,142 @@
 
 ``init_app`` mounts it under ``GITHUBAPP_STATUS_PREFIX`` (default /webhooks/github/status)
 only when ``GITHUBAPP_STATUS_TOKEN`` is set: without a token there is no route at all.
+
+Every error is JSON ``{"detail": "...", "error": "<code>"}``: 401 ``unauthorized``, 404
+``not_found``, 503 ``store_unavailable``, and 400 ``invalid_<parameter>`` for any query or path
+value the API cannot use, on every database alike: not a number, out of range (integers must
+fit a signed 64-bit column), a time without an offset or beyond what a UTC time can hold, a
+NUL byte (which PostgreSQL text cannot hold), a cursor this store did not make. FastAPI's own
+422 answers are turned into these 400s by the router's route class, so the webhook route and
+the rest of the user's app keep FastAPI's behaviour.
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from starlette.responses import Response
+
+from .store import _sql
+from .store.errors import StoreUnavailable
 
 if TYPE_CHECKING:
     from .store import DeliveryRecord, DeliveryStore
 
-__all__ = ["build_status_router"]
+__all__ = ["StatusError", "StatusRoute", "build_status_router"]
+
+LOG = logging.getLogger("ghapp_celery.status")
 
 _STATES = {"received", "queued", "running", "succeeded", "failed", "dead"}
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+MAX_LIMIT = 500
+_TIME_HINT = "an ISO 8601 time with a UTC offset, e.g. 2024-01-01T00:00:00Z"
+
+# What each parameter must be, for the 400 answers (FastAPI's own messages echo the input).
+_EXPECTED = {
+    "installation_id": f"an integer from {INT64_MIN} to {INT64_MAX}",
+    "limit": f"an integer from 1 to {MAX_LIMIT}",
+    "since": _TIME_HINT,
+    "until": _TIME_HINT,
+    "payload": "true or false",
+}
+
+
+class StatusError(Exception):
+    """An answer of the status API other than 2xx: ``{"detail": ..., "error": code}``."""
+
+    def __init__(
+        self, status: int, code: str, detail: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail, self.headers = status, code, detail, headers
+
+    def response(self) -> JSONResponse:
+        body = {"detail": self.detail, "error": self.code}
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+def _invalid(name: str, detail: str | None = None) -> StatusError:
+    expected = _EXPECTED.get(name)
+    message = detail or (f"{name} must be {expected}" if expected else f"{name} is invalid")
+    return StatusError(400, f"invalid_{name}", message)
+
+
+def _from_validation(exc: RequestValidationError) -> StatusError:
+    """The first problem FastAPI found, named by its parameter; never the input itself."""
+    for error in exc.errors():
+        loc: Sequence[Any] = error.get("loc") or ()
+        if len(loc) >= 2 and loc[0] in ("query", "path") and isinstance(loc[1], str):
+            return _invalid(loc[1])
+    return StatusError(400, "invalid_request", "The request's parameters are invalid")
+
+
+class StatusRoute(APIRoute):
+    """The status API's route class: its errors in its own shape, whatever the app's handlers.
+
+    FastAPI answers a parameter it cannot parse with 422 through the app-wide
+    RequestValidationError handler; catching it here, per route, keeps that handler (and the
+    webhook route's answers) untouched for the rest of the app.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                return _from_validation(exc).response()
+            except StatusError as exc:
+                return exc.response()
+            except StoreUnavailable as exc:
+                cause = type(exc.__cause__).__name__ if exc.__cause__ else "unknown"
+                LOG.warning("Status API: the delivery store is unavailable (%s)", cause)
+                detail = "The delivery store is unavailable"
+                return StatusError(503, "store_unavailable", detail).response()
+
+        return route
+
+
+def _no_nul(name: str, value: str | None) -> None:
+    if value is not None and "\x00" in value:
+        raise _invalid(name, f"{name} must not contain NUL characters")
+
+
+def _utc_time(name: str, value: datetime | None) -> datetime | None:
+    """``value`` in UTC; 400 without an offset (ambiguous) or when UTC cannot hold it."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise _invalid(name, f"{name} needs a UTC offset, e.g. 2024-01-01T00:00:00Z")
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before year 1 in UTC
+        raise _invalid(name, f"{name} is out of range once converted to UTC") from None
+
+
+def _check_cursor(cursor: str | None) -> None:
+    """A cursor the store made: decodable, its time within range, its id without NUL."""
+    if not cursor:
+        return
+    try:
+        at, delivery_id = _sql.decode_cursor(cursor)
+        at.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise _invalid("cursor", "Invalid cursor") from None
+    if "\x00" in delivery_id:
+        raise _invalid("cursor", "Invalid cursor")
 
 
 def _serialize(record: DeliveryRecord) -> dict[str, Any]:
@@ -47,45 +162,51 @@ def build_status_router(
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(value.encode(), expected):
-            raise HTTPException(
-                status_code=401,
-                detail="A valid bearer token is required",
+            raise StatusError(
+                401,
+                "unauthorized",
+                "A valid bearer token is required",
                 headers={"WWW-Authenticate": "Bearer"},
             )
 
-    router = APIRouter(dependencies=[Depends(authorized)], tags=["ghapp-celery status"])
+    router = APIRouter(
+        dependencies=[Depends(authorized)],
+        tags=["ghapp-celery status"],
+        route_class=StatusRoute,
+    )
 
     @router.get("/deliveries")
     async def list_deliveries(
         event: str | None = None,
         state: str | None = None,
-        installation_id: int | None = None,
+        installation_id: int | None = Query(default=None, ge=INT64_MIN, le=INT64_MAX),
         since: datetime | None = None,
         until: datetime | None = None,
-        limit: int = Query(default=50, ge=1, le=500),
+        limit: int = Query(default=50, ge=1, le=MAX_LIMIT),
         cursor: str | None = None,
     ) -> JSONResponse:
-        # A time without an offset is ambiguous: refuse it rather than guess a zone.
-        if any(t is not None and t.tzinfo is None for t in (since, until)):
-            raise HTTPException(
-                400, detail="since and until need a UTC offset, e.g. 2024-01-01T00:00:00Z"
-            )
+        # Checked here rather than left to the database: SQLite and PostgreSQL fail on
+        # different values (an int beyond 64 bits, a NUL byte) and in different ways.
+        _no_nul("event", event)
         if state is not None and state not in _STATES:
-            raise HTTPException(400, detail=f"state must be one of {sorted(_STATES)}")
+            raise _invalid("state", f"state must be one of {sorted(_STATES)}")
+        # A time without an offset is ambiguous: refuse it rather than guess a zone.
+        since_utc, until_utc = _utc_time("since", since), _utc_time("until", until)
+        _check_cursor(cursor)
         try:
             page = await anyio.to_thread.run_sync(
                 lambda: store().list_deliveries(
                     event=event,
                     state=state,
                     installation_id=installation_id,
-                    since=since,
-                    until=until,
+                    since=since_utc,
+                    until=until_utc,
                     limit=limit,
                     cursor=cursor,
                 )
             )
         except ValueError:
-            raise HTTPException(400, detail="Invalid cursor") from None
+            raise _invalid("cursor", "Invalid cursor") from None
         return JSONResponse(
             {
                 "deliveries": [_serialize(item) for item in page.items],
@@ -95,11 +216,12 @@ def build_status_router(
 
     @router.get("/deliveries/{delivery_id}")
     async def show_delivery(delivery_id: str, payload: bool = False) -> JSONResponse:
+        _no_nul("delivery_id", delivery_id)
         record = await anyio.to_thread.run_sync(
             lambda: store().get_delivery(delivery_id, with_payload=payload)
         )
         if record is None:
-            raise HTTPException(404, detail="No such delivery")
+            raise StatusError(404, "not_found", "No such delivery")
         return JSONResponse(_serialize(record))
 
     @router.get("/runs")
@@ -111,13 +233,14 @@ def build_status_router(
 
         @router.post("/deliveries/{delivery_id}/replay", status_code=202)
         async def replay_delivery(delivery_id: str) -> dict[str, Any]:
+            _no_nul("delivery_id", delivery_id)
             if (
                 await anyio.to_thread.run_sync(
                     lambda: store().get_delivery(delivery_id, with_payload=False)
                 )
                 is None
             ):
-                raise HTTPException(404, detail="No such delivery")
+                raise StatusError(404, "not_found", "No such delivery")
             runs = await anyio.to_thread.run_sync(replay_runs, delivery_id)
             return {"delivery": delivery_id, "replayed": [r.id for r in runs]}
 

@@ -310,7 +310,7 @@ def test_filter_by_installation(served: tuple[GitHubApp, Status], sample: dict[s
     assert status.ids(installation_id=502) == [sample["failed"]]
     assert status.ids(installation_id=503, event="issues") == []
     assert status.ids(installation_id=999_999) == []
-    assert status.get("/deliveries", installation_id="abc").status_code == 422
+    assert status.get("/deliveries", installation_id="abc").status_code == 400
 
 
 def test_filter_by_time(served: tuple[GitHubApp, Status], sample: dict[str, Any]) -> None:
@@ -331,7 +331,7 @@ def test_filter_by_time(served: tuple[GitHubApp, Status], sample: dict[str, Any]
     assert status.ids(since=elsewhere.isoformat(), limit=500) == [ids[3]]
     later = elsewhere + timedelta(hours=1)
     assert status.ids(since=later.isoformat(), limit=500) == []
-    assert status.get("/deliveries", since="not-a-date").status_code == 422
+    assert status.get("/deliveries", since="not-a-date").status_code == 400
     # A time without an offset is ambiguous and refused rather than guessed.
     assert status.get("/deliveries", since="2024-01-01T00:00:00").status_code == 400
 
@@ -377,9 +377,15 @@ def test_an_invalid_cursor_is_400(served: tuple[GitHubApp, Status], cursor: str)
 
 
 @pytest.mark.parametrize("limit", [0, -1, 501])
-def test_limit_out_of_range_is_422(served: tuple[GitHubApp, Status], limit: int) -> None:
+def test_limit_out_of_range_is_400(served: tuple[GitHubApp, Status], limit: int) -> None:
+    # 400 as documented, not FastAPI's 422 (tests/test_status_hostile.py has the rest).
     _, status = served
-    assert status.get("/deliveries", limit=limit).status_code == 422
+    response = status.get("/deliveries", limit=limit)
+    assert response.status_code == 400
+    assert response.json() == {
+        "detail": "limit must be an integer from 1 to 500",
+        "error": "invalid_limit",
+    }
 
 
 # -- one delivery ------------------------------------------------------------------------------
@@ -412,7 +418,7 @@ def test_an_unknown_delivery_is_404(served: tuple[GitHubApp, Status]) -> None:
     _, status = served
     response = status.get(f"/deliveries/{uuid.uuid4()}")
     assert response.status_code == 404
-    assert response.json() == {"detail": "No such delivery"}
+    assert response.json() == {"detail": "No such delivery", "error": "not_found"}
 
 
 # -- counts ------------------------------------------------------------------------------------
