@@ -41,6 +41,17 @@ _APP_LEVEL = {"ping", "meta", "security_advisory", "github_app_authorization"}
 _FINAL_STATES = {"succeeded", "failed", "dead"}
 
 
+def _int64(text: str) -> int:
+    """An argparse type: an integer a signed 64-bit column can hold (installation ids)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text[:40]!r}") from None
+    if not -(2**63) <= value < 2**63:
+        raise argparse.ArgumentTypeError("out of range for a 64-bit integer")
+    return value
+
+
 def sample_names() -> list[str]:
     """The bundled payloads, as ``event`` or ``event.action``."""
     files = resources.files("ghapp_celery.samples").iterdir()
@@ -181,7 +192,7 @@ def _parser() -> argparse.ArgumentParser:
         "--secret",
         help=f"webhook secret (default GITHUBAPP_WEBHOOK_SECRET, else {DEVELOPMENT_SECRET!r})",
     )
-    receive.add_argument("--installation-id", type=int, default=1)
+    receive.add_argument("--installation-id", type=_int64, default=1)
     receive.add_argument("--app-id", type=int, default=None)
     receive.add_argument("--wait", action="store_true", help="follow the background runs")
     receive.add_argument("--timeout", type=float, default=60.0)
@@ -202,7 +213,7 @@ def _parser() -> argparse.ArgumentParser:
     listing = sub.add_parser("list", help="newest first")
     listing.add_argument("--event")
     listing.add_argument("--state")
-    listing.add_argument("--installation", type=int)
+    listing.add_argument("--installation", type=_int64)
     listing.add_argument("--limit", type=int, default=20)
     show = sub.add_parser("show", help="one delivery with its runs")
     show.add_argument("delivery_id")

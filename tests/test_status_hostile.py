@@ -284,3 +284,16 @@ def test_a_store_that_is_down_is_503_with_its_code(tmp_path: Path) -> None:
         "error": "store_unavailable",
     }
     assert str(blocker) not in answer.text
+
+
+@pytest.mark.parametrize("value", [str(10**30), str(INT64_MIN - 1), "abc"])
+def test_the_cli_refuses_an_installation_beyond_64_bits(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # ``ghapp-celery deliveries list --installation 10^30`` was an OverflowError traceback.
+    from ghapp_celery.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["deliveries", "list", "--installation", value])
+    assert exited.value.code == 2
+    assert "--installation" in capsys.readouterr().err
