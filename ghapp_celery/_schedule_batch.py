@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from .routing import HandlerSpec
 from .webhooks import Delivery
 
-__all__ = ["BatchScheduler", "ScheduleBatcher"]
+__all__ = ["BatchScheduler", "ScheduleBatcher", "ScheduleTimeout"]
 
 #: Deliveries one thread records and publishes together at most.
 MAX_BATCH = 128
@@ -33,6 +33,12 @@ _Item = tuple[Delivery, Sequence[HandlerSpec], asyncio.AbstractEventLoop, "async
 
 
 _STOP: Any = object()  # queued once per thread by close()
+
+
+class ScheduleTimeout(TimeoutError):
+    """The delivery was not recorded within the request's deadline. Had a scheduler thread
+    taken it already, it may still be recorded (and published) when the store comes back;
+    one still waiting in the queue is dropped."""
 
 
 class BatchScheduler(Protocol):
@@ -57,8 +63,11 @@ class ScheduleBatcher:
         self._started = False
         self._start_lock = threading.Lock()
 
-    async def schedule(self, delivery: Delivery, specs: Sequence[HandlerSpec]) -> Outcome:
-        """Record and publish ``delivery``'s runs; raises what recording it raised."""
+    async def schedule(
+        self, delivery: Delivery, specs: Sequence[HandlerSpec], timeout: float | None = None
+    ) -> Outcome:
+        """Record and publish ``delivery``'s runs; raises what recording it raised, or
+        ScheduleTimeout when that took longer than ``timeout`` seconds."""
         if self._pid != os.getpid():
             self._reset()  # a forked child: the parent's threads are not here
         if not self._started:
@@ -66,7 +75,18 @@ class ScheduleBatcher:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
         self._queue.put((delivery, specs, loop, future))
-        return await future
+        if timeout is None:
+            return await future
+        # On timeout the await is cancelled and so is the future: a thread that has not
+        # taken the delivery yet skips it, one that has settles nothing (see _settle).
+        scope = asyncio.timeout(max(timeout, 0.0))
+        try:
+            async with scope:
+                return await future
+        except TimeoutError:
+            if scope.expired():
+                raise ScheduleTimeout(f"not recorded within {timeout:.1f} s") from None
+            raise  # the store's own TimeoutError, as recording raised it
 
     def _start(self) -> None:
         with self._start_lock:
@@ -104,6 +124,13 @@ class ScheduleBatcher:
             self._run(batch)
 
     def _run(self, batch: list[_Item]) -> None:
+        # A request whose deadline passed while its delivery waited here has answered 503
+        # already (its future is cancelled): recording it now would make that answer wrong.
+        # Reading the state from this thread races only with that cancel, which is harmless:
+        # a delivery taken a moment too late is recorded once and a redelivery deduplicated.
+        batch = [item for item in batch if not item[3].cancelled()]
+        if not batch:
+            return
         fatal: BaseException | None = None
         try:
             outcomes: list[Outcome | Exception] = list(

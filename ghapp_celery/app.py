@@ -242,6 +242,7 @@ class GitHubApp(BackgroundMixin, CredentialsMixin, OAuthMixin):
             verify=s.verify_signatures,
             allow_sha1=s.webhook_allow_sha1,
             max_body_bytes=s.webhook_max_body_bytes,
+            deadline=s.webhook_deadline,
         )
 
     def init_app(self, app: FastAPI, *, route: str | None = None) -> None:

@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     webhook_allow_sha1: bool = Field(
         default=False, description="Accept the legacy X-Hub-Signature (sha1) header."
     )
+    webhook_deadline: float = Field(
+        default=8.0,
+        gt=0,
+        description="Seconds within which a delivery is answered (GitHub gives up at 10 s): "
+        "a store that has not committed by then gets a 503 store_timeout.",
+    )
     sync_handler_threads: int = Field(
         default=100, gt=0, description="Threads for blocking inline handlers."
     )

@@ -22,7 +22,7 @@ from fastapi import Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
-from ._schedule_batch import BatchScheduler, ScheduleBatcher
+from ._schedule_batch import BatchScheduler, ScheduleBatcher, ScheduleTimeout
 from .context import Event, delivery_context
 from .exceptions import GitHubAppError, PayloadTooLarge, WebhookError
 from .routing import HandlerRegistry, HandlerSpec
@@ -50,6 +50,10 @@ STATUS_NO_FUNC_CALLED = "MISS"
 STATUS_QUEUED = "QUEUED"
 STATUS_DUPLICATE = "DUPLICATE"
 
+#: Retry-After (seconds) of a 503 for the store. GitHub does not retry on its own; a person or
+#: a script redelivering failed deliveries can read it.
+RETRY_AFTER_STORE = 30
+
 
 @dataclass(frozen=True)
 class IntakePolicy:
@@ -59,12 +63,19 @@ class IntakePolicy:
     verify: bool = True
     allow_sha1: bool = False
     max_body_bytes: int = 25 * 1024 * 1024
+    #: Seconds from a request's arrival within which it is answered: GitHub gives up at 10 s
+    #: and marks the delivery failed. Past it, a store that has not committed gets a 503.
+    deadline: float = 8.0
 
 
-def error_response(status: int, code: str, description: str) -> JSONResponse:
+def error_response(
+    status: int, code: str, description: str, *, retry_after: int | None = None
+) -> JSONResponse:
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     return JSONResponse(
         status_code=status,
         content={"status": "ERROR", "error": code, "description": description},
+        headers=headers,
     )
 
 
@@ -143,16 +154,18 @@ class WebhookIntake:
         return self._executor
 
     async def __call__(self, request: Request) -> JSONResponse:
+        policy = self._policy()
+        deadline = asyncio.get_running_loop().time() + policy.deadline
         try:
-            delivery = await self.receive(request)
+            delivery = await self.receive(request, policy)
         except WebhookError as exc:
             LOG.info("Refused webhook delivery: %s (%s)", exc.code, exc.message)
             return error_response(exc.http_status, exc.code, exc.message)
-        return await self.dispatch(delivery)
+        return await self.dispatch(delivery, deadline=deadline)
 
-    async def receive(self, request: Request) -> Delivery:
+    async def receive(self, request: Request, policy: IntakePolicy | None = None) -> Delivery:
         """Steps 1-2: limit, verify and parse; raises WebhookError subclasses."""
-        policy = self._policy()
+        policy = policy or self._policy()
         body = await read_body(request, policy.max_body_bytes)
         if policy.verify and policy.secrets:
             verify_signature(
@@ -165,22 +178,45 @@ class WebhookIntake:
         payload, text = decode_body_text(body, request.headers.get("content-type"))
         return parse_delivery(request.headers, payload, payload_json=text)
 
-    async def dispatch(self, delivery: Delivery) -> JSONResponse:
-        """Queue background handlers, run inline ones, and answer what happened."""
+    async def dispatch(self, delivery: Delivery, *, deadline: float | None = None) -> JSONResponse:
+        """Queue background handlers, run inline ones, and answer what happened.
+
+        ``deadline`` (the event loop's clock) bounds the wait for the store: past it the
+        answer is 503 ``store_timeout`` (inline handlers are not bounded: they are yours)."""
         specs = self.registry.match(delivery.event, delivery.action)
         if not specs:
             return JSONResponse({"status": STATUS_NO_FUNC_CALLED, "calls": {}})
         background = [s for s in specs if s.background]
         runs: list[dict[str, Any]] = []
         if background:
+            timeout = None if deadline is None else deadline - asyncio.get_running_loop().time()
             try:
-                runs = await self.schedule(delivery, background)
+                runs = await self.schedule(delivery, background, timeout=timeout)
+            except ScheduleTimeout:
+                # GitHub would give up at 10 s and mark the delivery failed anyway; answer
+                # while it still listens. If a scheduler thread had taken the delivery, the
+                # commit may still land and its runs be published, once: GitHub's
+                # redelivery of this id is then a DUPLICATE.
+                LOG.warning(
+                    "Delivery %s (%s) was not recorded within the deadline; answered 503",
+                    delivery.id,
+                    delivery.name,
+                )
+                return error_response(
+                    503,
+                    "store_timeout",
+                    "The delivery could not be recorded in time; redeliver it later",
+                    retry_after=RETRY_AFTER_STORE,
+                )
             except GitHubAppError:
                 # The store could not commit: nothing is recorded, so say so and let GitHub
                 # mark the delivery failed (it can be redelivered). No detail leaves the server.
                 LOG.exception("Could not record delivery %s (%s)", delivery.id, delivery.name)
                 return error_response(
-                    503, "store_unavailable", "The delivery could not be recorded; retry later"
+                    503,
+                    "store_unavailable",
+                    "The delivery could not be recorded; retry later",
+                    retry_after=RETRY_AFTER_STORE,
                 )
         inline = [s for s in specs if not s.background]
         calls, failed = await self.run_inline(delivery, inline)
@@ -198,12 +234,15 @@ class WebhookIntake:
             )
         return JSONResponse({"status": STATUS_FUNC_CALLED, "calls": calls})
 
-    async def schedule(self, delivery: Delivery, specs: list[HandlerSpec]) -> list[dict[str, Any]]:
+    async def schedule(
+        self, delivery: Delivery, specs: list[HandlerSpec], *, timeout: float | None = None
+    ) -> list[dict[str, Any]]:
         """Record and publish the background runs (on scheduler threads, in batches with
-        other requests' deliveries: the store and broker block, see _schedule_batch)."""
+        other requests' deliveries: the store and broker block, see _schedule_batch).
+        Raises ScheduleTimeout when that takes longer than ``timeout`` seconds."""
         if self._batcher is None:
             raise RuntimeError("Background handlers need a scheduler (GitHubApp provides one)")
-        records, published = await self._batcher.schedule(delivery, specs)
+        records, published = await self._batcher.schedule(delivery, specs, timeout)
         sent = set(published)
         return [
             {
