@@ -20,7 +20,8 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 from ._schedule_batch import BatchScheduler, ScheduleBatcher, ScheduleTimeout
 from .context import Event, delivery_context
@@ -153,7 +154,7 @@ class WebhookIntake:
             )
         return self._executor
 
-    async def __call__(self, request: Request) -> JSONResponse:
+    async def __call__(self, request: Request) -> Response:
         policy = self._policy()
         deadline = asyncio.get_running_loop().time() + policy.deadline
         try:
@@ -161,6 +162,15 @@ class WebhookIntake:
         except WebhookError as exc:
             LOG.info("Refused webhook delivery: %s (%s)", exc.code, exc.message)
             return error_response(exc.http_status, exc.code, exc.message)
+        except ClientDisconnect:
+            # Nobody is left to answer (the server drops the response), and the client need
+            # not be authenticated: one line, no traceback, so it cannot fill the log.
+            client = request.client
+            LOG.info(
+                "Webhook client %s went away before sending its whole body",
+                client.host if client else "?",
+            )
+            return Response(status_code=400)
         return await self.dispatch(delivery, deadline=deadline)
 
     async def receive(self, request: Request, policy: IntakePolicy | None = None) -> Delivery:

@@ -4,6 +4,8 @@ PostgreSQL where the database decides), the embedded SQLite broker; no worker.""
 
 from __future__ import annotations
 
+import logging
+import socket
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -11,13 +13,18 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
+from fastapi import FastAPI
 
 from ghapp_celery import GitHubApp
 from ghapp_celery.testing import serve
+from ghapp_celery.webhooks import signed_request
 from tests._workers import sqlite_broker_url
 from tests.test_background import environment, issue, make_app, post
 
+SECRET = "faults-secret"
+ROUTE = "/webhooks/github/"
 DEADLINE = 1.0
 MARGIN = 1.5  # the answer comes within DEADLINE + MARGIN (no speed test: a generous bound)
 
@@ -134,3 +141,88 @@ def test_the_deadline_setting_defaults_to_8_seconds(monkeypatch: pytest.MonkeyPa
     assert Settings().webhook_deadline == 8.0
     monkeypatch.setenv("GITHUBAPP_WEBHOOK_DEADLINE", "2.5")
     assert Settings().webhook_deadline == 2.5
+
+
+# -- finding 5: clients that go away ----------------------------------------------------------
+
+
+class Captured(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def text(self) -> str:
+        formatter = logging.Formatter("%(levelname)s %(name)s %(message)s")
+        return "\n".join(formatter.format(r) for r in self.records)
+
+
+@contextmanager
+def server_log(*names: str) -> Iterator[Captured]:
+    """Everything the server logs on ``names``, tracebacks included. Attach after uvicorn
+    started: its logging configuration replaces the handlers of its own loggers."""
+    handler = Captured()
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+
+
+def raw_connection(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def request_head(headers: dict[str, str], *, path: str = ROUTE) -> bytes:
+    lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def inline_app() -> tuple[FastAPI, GitHubApp]:
+    web = FastAPI()
+    app = GitHubApp(web, github_app_id=1, github_app_secret=SECRET)
+    app.on("ping")(lambda: "pong")
+    return web, app
+
+
+def wait_for_records(log: Captured, count: int, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while len(log.records) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_a_client_that_goes_away_mid_body_is_one_short_line_not_a_traceback() -> None:
+    web, _ = inline_app()
+    body, headers = signed_request("ping", {"zen": "x" * 2000}, secret=SECRET)
+    with serve(web) as url, server_log("uvicorn", "ghapp_celery") as log:
+        # A body shorter than its Content-Length, then the connection closes.
+        with raw_connection(url) as sock:
+            sock.sendall(request_head(headers | {"Content-Length": str(len(body))}))
+            sock.sendall(body[: len(body) // 2])
+        # A slow chunked body, closed halfway.
+        with raw_connection(url) as sock:
+            sock.sendall(request_head(headers | {"Transfer-Encoding": "chunked"}))
+            for start in (0, 500):
+                piece = body[start : start + 500]
+                sock.sendall(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+                time.sleep(0.2)
+        wait_for_records(log, 2)
+        time.sleep(0.3)  # anything else the server would log about them
+        # The server is fine and answers the next delivery.
+        assert httpx.post(f"{url}{ROUTE}", content=body, headers=headers).status_code == 200
+    text = log.text()
+    assert not [r for r in log.records if r.exc_info], text
+    assert "Traceback" not in text and "Exception in ASGI" not in text, text
+    gone = [r for r in log.records if "went away" in r.getMessage()]
+    assert len(gone) == 2, text
+    assert all(r.levelno <= logging.INFO and "\n" not in r.getMessage() for r in gone), text
