@@ -243,6 +243,7 @@ class GitHubApp(BackgroundMixin, CredentialsMixin, OAuthMixin):
             allow_sha1=s.webhook_allow_sha1,
             max_body_bytes=s.webhook_max_body_bytes,
             deadline=s.webhook_deadline,
+            body_budget_bytes=s.webhook_body_budget_bytes,
         )
 
     def init_app(self, app: FastAPI, *, route: str | None = None) -> None:

@@ -12,10 +12,12 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "Settings", "split_csv"]
+__all__ = ["DEFAULT_BODY_BUDGET_BYTES", "DEFAULT_MAX_BODY_BYTES", "Settings", "split_csv"]
 
 #: GitHub never delivers a payload larger than 25 MB (GITHUB_FACTS §10).
 DEFAULT_MAX_BODY_BYTES = 25 * 1024 * 1024
+#: Body bytes the web process holds at once: two of the largest bodies and change.
+DEFAULT_BODY_BUDGET_BYTES = 64 * 1024 * 1024
 
 _FALSE_WORDS = {"false", "0", "no", "off"}
 
@@ -50,6 +52,12 @@ class Settings(BaseSettings):
     webhook_max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
     webhook_allow_sha1: bool = Field(
         default=False, description="Accept the legacy X-Hub-Signature (sha1) header."
+    )
+    webhook_body_budget_bytes: int = Field(
+        default=DEFAULT_BODY_BUDGET_BYTES,
+        gt=0,
+        description="Webhook body bytes the web process holds at once; past it, 503 "
+        "intake_busy. Never less than webhook_max_body_bytes.",
     )
     webhook_deadline: float = Field(
         default=8.0,

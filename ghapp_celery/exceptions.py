@@ -26,6 +26,8 @@ The tree::
     └── WebhookError                    a delivery we refuse; carries its HTTP status
         ├── InvalidSignature            401
         ├── PayloadTooLarge             413
+        ├── BodyTimeout                 408  the body did not arrive within the deadline
+        ├── IntakeBusy                  503  too many body bytes in flight (Retry-After)
         ├── MalformedPayload            400
         ├── MissingHeader               400
         └── UnsupportedContentType      415
@@ -39,6 +41,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "BodyTimeout",
     "ConfigurationError",
     "Forbidden",
     "GitHubAppBadCredentials",
@@ -52,6 +55,7 @@ __all__ = [
     "GithubUnauthorized",
     "GraphQLError",
     "HTTPError",
+    "IntakeBusy",
     "InvalidSignature",
     "MalformedPayload",
     "MissingHeader",
@@ -279,6 +283,8 @@ class WebhookError(GitHubAppError):
     http_status = 400
     code = "bad_request"
     default_message = "Bad webhook request"
+    #: Seconds for a Retry-After header on the answer; None sends none.
+    retry_after: int | None = None
 
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message, status=self.http_status)
@@ -294,6 +300,21 @@ class PayloadTooLarge(WebhookError):
     http_status = 413
     code = "payload_too_large"
     default_message = "Webhook body is larger than the configured limit"
+
+
+class BodyTimeout(WebhookError):
+    http_status = 408
+    code = "body_timeout"
+    default_message = "The body did not arrive within the deadline"
+
+
+class IntakeBusy(WebhookError):
+    """The bodies held at once reached the budget (GITHUBAPP_WEBHOOK_BODY_BUDGET_BYTES)."""
+
+    http_status = 503
+    code = "intake_busy"
+    default_message = "Too many webhook bodies are being received at once; retry later"
+    retry_after = 5
 
 
 class MalformedPayload(WebhookError):

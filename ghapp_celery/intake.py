@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,8 +25,9 @@ from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
 from ._schedule_batch import BatchScheduler, ScheduleBatcher, ScheduleTimeout
+from .config import DEFAULT_BODY_BUDGET_BYTES
 from .context import Event, delivery_context
-from .exceptions import GitHubAppError, PayloadTooLarge, WebhookError
+from .exceptions import BodyTimeout, GitHubAppError, IntakeBusy, PayloadTooLarge, WebhookError
 from .routing import HandlerRegistry, HandlerSpec
 from .webhooks import (
     Delivery,
@@ -40,6 +42,7 @@ __all__ = [
     "STATUS_FUNC_CALLED",
     "STATUS_NO_FUNC_CALLED",
     "STATUS_QUEUED",
+    "BodyBudget",
     "IntakePolicy",
     "WebhookIntake",
 ]
@@ -67,6 +70,61 @@ class IntakePolicy:
     #: Seconds from a request's arrival within which it is answered: GitHub gives up at 10 s
     #: and marks the delivery failed. Past it, a store that has not committed gets a 503.
     deadline: float = 8.0
+    #: Body bytes all requests may hold at once; never less than one body of max_body_bytes.
+    body_budget_bytes: int = DEFAULT_BODY_BUDGET_BYTES
+
+
+class BodyBudget:
+    """The webhook body bytes this process's requests hold at once, against a budget.
+
+    A body must be read whole before its signature can be checked, so anyone can make the
+    web process hold bodies of up to ``max_body_bytes``; without a bound on how many at once,
+    8 unsigned 24 MiB bodies took it from 90 to 266 MB. A request reserves its declared
+    Content-Length before reading a byte (a chunked one, each chunk as it arrives) and gives
+    it back when it has been answered, or its client went away. Past the budget the answer is
+    503 ``intake_busy`` with Retry-After, as go-githubapp answers when its queue is full.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # requests may come from several event loops (tests)
+        self._in_use = 0
+
+    @property
+    def in_use(self) -> int:
+        """Bytes reserved right now."""
+        return self._in_use
+
+    def reserve(self, size: int, limit: int) -> None:
+        """Take ``size`` bytes of the budget of ``limit``, or raise IntakeBusy."""
+        with self._lock:
+            if self._in_use + size > limit:
+                raise IntakeBusy()
+            self._in_use += size
+
+    def release(self, size: int) -> None:
+        with self._lock:
+            self._in_use -= size
+
+
+class _Reservation:
+    """What one request holds of the budget; released once, when the request ends."""
+
+    __slots__ = ("_budget", "_limit", "held")
+
+    def __init__(self, budget: BodyBudget, policy: IntakePolicy) -> None:
+        self._budget = budget
+        # One body of the largest size accepted always fits, whatever the budget says.
+        self._limit = max(policy.body_budget_bytes, policy.max_body_bytes)
+        self.held = 0
+
+    def take(self, size: int) -> None:
+        self._budget.reserve(size, self._limit)
+        self.held += size
+
+    def release(self) -> None:
+        if self.held:
+            self._budget.release(self.held)
+            self.held = 0
 
 
 def error_response(
@@ -80,15 +138,21 @@ def error_response(
     )
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(
+    request: Request, limit: int, reserve: Callable[[int], None] | None = None
+) -> bytes:
     """Read the body, refusing as soon as it is known to exceed ``limit`` bytes.
 
     A declared Content-Length over the limit is refused before any byte is read; a chunked
     body is counted while it streams, so a huge upload never sits whole in memory.
+    ``reserve(n)`` is called before ``n`` more bytes are held (the declared length up front,
+    else each chunk) and may raise to refuse them (BodyBudget).
     """
     declared = request.headers.get("content-length")
     check_content_length(declared, limit)
     if declared is not None:
+        if reserve is not None:
+            reserve(int(declared))
         # The declared size is within the limit and the server will not pass more than it
         # declared, so read it in one go (cheaper than counting chunks).
         return await request.body()
@@ -98,6 +162,8 @@ async def read_body(request: Request, limit: int) -> bytes:
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"Body exceeds the limit of {limit} bytes")
+        if reserve is not None:
+            reserve(len(chunk))
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -134,6 +200,8 @@ class WebhookIntake:
         self._batcher = (
             ScheduleBatcher(scheduler, schedule_threads) if scheduler is not None else None
         )
+        #: The body bytes this intake's requests hold at once (see BodyBudget).
+        self.body_budget = BodyBudget()
 
     def close(self) -> None:
         """Let the scheduler threads and the handler pool end (the app is shutting down)."""
@@ -157,26 +225,51 @@ class WebhookIntake:
     async def __call__(self, request: Request) -> Response:
         policy = self._policy()
         deadline = asyncio.get_running_loop().time() + policy.deadline
+        reservation = _Reservation(self.body_budget, policy)
         try:
-            delivery = await self.receive(request, policy)
-        except WebhookError as exc:
-            LOG.info("Refused webhook delivery: %s (%s)", exc.code, exc.message)
-            return error_response(exc.http_status, exc.code, exc.message)
-        except ClientDisconnect:
-            # Nobody is left to answer (the server drops the response), and the client need
-            # not be authenticated: one line, no traceback, so it cannot fill the log.
-            client = request.client
-            LOG.info(
-                "Webhook client %s went away before sending its whole body",
-                client.host if client else "?",
-            )
-            return Response(status_code=400)
-        return await self.dispatch(delivery, deadline=deadline)
+            try:
+                delivery = await self.receive(
+                    request, policy, reserve=reservation.take, deadline=deadline
+                )
+            except WebhookError as exc:
+                LOG.info("Refused webhook delivery: %s (%s)", exc.code, exc.message)
+                return error_response(
+                    exc.http_status, exc.code, exc.message, retry_after=exc.retry_after
+                )
+            except ClientDisconnect:
+                # Nobody is left to answer (the server drops the response), and the client
+                # need not be authenticated: one line, no traceback, so it cannot fill the log.
+                client = request.client
+                LOG.info(
+                    "Webhook client %s went away before sending its whole body",
+                    client.host if client else "?",
+                )
+                return Response(status_code=400)
+            return await self.dispatch(delivery, deadline=deadline)
+        finally:
+            reservation.release()
 
-    async def receive(self, request: Request, policy: IntakePolicy | None = None) -> Delivery:
-        """Steps 1-2: limit, verify and parse; raises WebhookError subclasses."""
+    async def receive(
+        self,
+        request: Request,
+        policy: IntakePolicy | None = None,
+        *,
+        reserve: Callable[[int], None] | None = None,
+        deadline: float | None = None,
+    ) -> Delivery:
+        """Steps 1-2: limit, verify and parse; raises WebhookError subclasses.
+
+        ``reserve`` takes the body's bytes from the budget (see read_body); ``deadline`` (the
+        event loop's clock) bounds the wait for the body: past it, BodyTimeout."""
         policy = policy or self._policy()
-        body = await read_body(request, policy.max_body_bytes)
+        if deadline is None:
+            body = await read_body(request, policy.max_body_bytes, reserve)
+        else:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    body = await read_body(request, policy.max_body_bytes, reserve)
+            except TimeoutError:
+                raise BodyTimeout() from None
         if policy.verify and policy.secrets:
             verify_signature(
                 body,

@@ -226,3 +226,80 @@ def test_a_client_that_goes_away_mid_body_is_one_short_line_not_a_traceback() ->
     gone = [r for r in log.records if "went away" in r.getMessage()]
     assert len(gone) == 2, text
     assert all(r.levelno <= logging.INFO and "\n" not in r.getMessage() for r in gone), text
+
+
+# -- finding 6: a budget for the body bytes in flight -----------------------------------------
+
+BUDGET = 1_000_000
+HELD = 450_000  # two held bodies of this size leave less than 100 kB of the budget
+
+
+def wait_for_in_flight(app: GitHubApp, expected: int, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while app.intake.body_budget.in_use != expected and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert app.intake.body_budget.in_use == expected
+
+
+@contextmanager
+def held_body(url: str, size: int = HELD) -> Iterator[socket.socket]:
+    """A client that declares ``size`` bytes of unsigned body, sends a little, and waits."""
+    with raw_connection(url) as sock:
+        head = {"Content-Type": "application/json", "X-GitHub-Event": "ping"}
+        sock.sendall(request_head(head | {"Content-Length": str(size)}) + b"{" * 1000)
+        yield sock
+
+
+def signed_ping(size: int) -> tuple[bytes, dict[str, str]]:
+    return signed_request("ping", {"zen": "x" * size}, secret=SECRET)
+
+
+def test_bodies_past_the_budget_get_503_and_those_within_it_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GITHUBAPP_WEBHOOK_BODY_BUDGET_BYTES", str(BUDGET))
+    monkeypatch.setenv("GITHUBAPP_WEBHOOK_MAX_BODY_BYTES", "600000")
+    monkeypatch.setenv("GITHUBAPP_WEBHOOK_DEADLINE", "30")  # the held bodies outlive the test
+    web, app = inline_app()
+    big, small = signed_ping(200_000), signed_ping(50_000)
+    with serve(web) as url, httpx.Client(base_url=url, timeout=10) as client:
+        with held_body(url) as first, held_body(url):
+            wait_for_in_flight(app, 2 * HELD)
+            # Declared past the budget: refused before a byte of it is read.
+            busy = client.post(ROUTE, content=big[0], headers=big[1])
+            assert busy.status_code == 503, busy.text
+            assert busy.json()["error"] == "intake_busy"
+            assert int(busy.headers["retry-after"]) > 0
+            # Within what is left: accepted.
+            assert client.post(ROUTE, content=small[0], headers=small[1]).status_code == 200
+            # Chunked: counted chunk by chunk, refused once past the budget.
+            chunks = [big[0][i : i + 16_384] for i in range(0, len(big[0]), 16_384)]
+            chunked = client.post(ROUTE, content=iter(chunks), headers=big[1])
+            assert chunked.status_code == 503 and chunked.json()["error"] == "intake_busy"
+            wait_for_in_flight(app, 2 * HELD)  # what the refused ones took is back
+            first.close()  # a client going away gives its reservation back
+            wait_for_in_flight(app, HELD)
+            assert client.post(ROUTE, content=big[0], headers=big[1]).status_code == 200
+        wait_for_in_flight(app, 0)
+
+
+def test_a_body_slower_than_the_deadline_gets_408_and_gives_its_bytes_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GITHUBAPP_WEBHOOK_DEADLINE", str(DEADLINE))
+    web, app = inline_app()
+    with serve(web) as url, held_body(url) as sock:
+        started = time.monotonic()
+        answer = sock.recv(65536)
+        elapsed = time.monotonic() - started
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+        assert b'"body_timeout"' in answer
+        assert elapsed < DEADLINE + MARGIN, elapsed
+        wait_for_in_flight(app, 0)
+
+
+def test_the_body_budget_defaults_to_64_mib(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ghapp_celery import Settings
+
+    monkeypatch.delenv("GITHUBAPP_WEBHOOK_BODY_BUDGET_BYTES", raising=False)
+    assert Settings().webhook_body_budget_bytes == 64 * 1024 * 1024
