@@ -57,12 +57,16 @@ BROKER_OUTAGE = (
     "redis.exceptions.TimeoutError",
     "redis.exceptions.BusyLoadingError",
     "kombu.exceptions.OperationalError",
+    "amqp.exceptions.RecoverableConnectionError",
     "ConnectionRefusedError",
     "ConnectionResetError",
     "BrokenPipeError",
     "ConnectionError",
     "OSError",
 )
+
+#: Exceptions that only wrap another: explained when what they wrap is.
+WRAPPERS = ("celery.beat.SchedulingError", "kombu.exceptions.BatchPublishError")
 
 _OUTCOME_LOST = re.compile(r"Could not record .+ of run (\S+): the store was unavailable")
 _EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::|$)")
@@ -110,29 +114,70 @@ def read_journal(path: Path, killed: dict[int, float]) -> dict[str, list[Executi
 
 @dataclass
 class Traceback:
+    """One logged exception: a chain of traceback blocks (``__context__``/``__cause__``)."""
+
     log: Path
-    line: int  # 1-based, of the "Traceback" header
-    exception: str  # the exception line's class name
-    text: str  # the block
+    line: int  # 1-based, of the first "Traceback" header
+    chain: list[str]  # each block's exception class, innermost first; the last was logged
+    text: str  # the log record's line and the whole chain
+
+    @property
+    def exception(self) -> str:
+        return self.chain[-1]
+
+    def explained_by(self, allowed: Sequence[str]) -> bool:
+        """The logged exception is one of ``allowed``, or wraps one of them."""
+        if self.exception in allowed:
+            return True
+        return self.exception in WRAPPERS and any(name in allowed for name in self.chain[:-1])
+
+
+_CHAINED = (
+    "During handling of the above exception, another exception occurred:",
+    "The above exception was the direct cause of the following exception:",
+)
+
+
+def _exception_block(lines: list[str], i: int) -> tuple[str, int]:
+    """Skip a block's frames from its header at ``i``; its exception class and the index
+    of its exception line."""
+    i += 1
+    while i < len(lines) and (lines[i].startswith((" ", "\t")) or not lines[i]):
+        i += 1
+    exception_line = lines[i] if i < len(lines) else ""
+    match = _EXCEPTION_LINE.match(exception_line)
+    return (match.group(1) if match else exception_line), i
 
 
 def tracebacks(log: Path) -> list[Traceback]:
-    """Every traceback block in a log, with the class of the exception it ends with."""
+    """Every logged exception in a log, with the classes of its chain."""
     lines = log.read_text(errors="replace").splitlines()
     found = []
     i = 0
     while i < len(lines):
-        if lines[i].startswith("Traceback (most recent call last):"):
-            start = i
+        if not lines[i].startswith("Traceback (most recent call last):"):
             i += 1
-            while i < len(lines) and (lines[i].startswith((" ", "\t")) or not lines[i]):
-                i += 1
-            exception_line = lines[i] if i < len(lines) else ""
-            match = _EXCEPTION_LINE.match(exception_line)
-            name = match.group(1) if match else exception_line
-            # The log record the traceback belongs to is the line before it.
-            block = lines[max(0, start - 1) : i + 1]
-            found.append(Traceback(log, start + 1, name, "\n".join(block)))
+            continue
+        start = i
+        chain = []
+        while True:
+            name, i = _exception_block(lines, i)
+            chain.append(name)
+            # A chained block follows: blank, the separator, blank, its header.
+            j = i + 1
+            while j < len(lines) and not lines[j].strip():
+                j += 1
+            if j < len(lines) and lines[j] in _CHAINED:
+                j += 1
+                while j < len(lines) and not lines[j].strip():
+                    j += 1
+                if j < len(lines) and lines[j].startswith("Traceback (most recent call last):"):
+                    i = j
+                    continue
+            break
+        # The log record the traceback belongs to is the line before it.
+        text = "\n".join(lines[max(0, start - 1) : i + 1])
+        found.append(Traceback(log, start + 1, chain, text))
         i += 1
     return found
 
@@ -308,7 +353,9 @@ def check(
 
     # 7: the logs.
     allowed = tuple(allowed)
-    bad_tracebacks = [tb for path in logs for tb in tracebacks(path) if tb.exception not in allowed]
+    bad_tracebacks = [
+        tb for path in logs for tb in tracebacks(path) if not tb.explained_by(allowed)
+    ]
     report.add(
         "tracebacks in the logs that the injected fault does not explain",
         [f"{tb.log.name}:{tb.line}: {tb.exception}" for tb in bad_tracebacks],
