@@ -29,7 +29,10 @@ The tree::
         ├── BodyTimeout                 408  the body did not arrive within the deadline
         ├── IntakeBusy                  503  too many body bytes in flight (Retry-After)
         ├── MalformedPayload            400
+        │   ├── PayloadTooDeep          400  JSON nested deeper than MAX_JSON_DEPTH
+        │   └── InvalidPayloadField     400  a payload value the store cannot hold
         ├── MissingHeader               400
+        ├── InvalidHeader               400  a header value the store cannot hold
         └── UnsupportedContentType      415
 
 fastapi-githubapp raised these names as unrelated ``Exception`` subclasses; making them share a
@@ -56,10 +59,13 @@ __all__ = [
     "GraphQLError",
     "HTTPError",
     "IntakeBusy",
+    "InvalidHeader",
+    "InvalidPayloadField",
     "InvalidSignature",
     "MalformedPayload",
     "MissingHeader",
     "NotFound",
+    "PayloadTooDeep",
     "PayloadTooLarge",
     "RateLimited",
     "SecondaryRateLimited",
@@ -321,6 +327,27 @@ class MalformedPayload(WebhookError):
     http_status = 400
     code = "malformed_payload"
     default_message = "Webhook body is not a JSON object"
+
+
+class PayloadTooDeep(MalformedPayload):
+    code = "payload_too_deep"
+    default_message = "Webhook payload is nested too deeply"
+
+
+class InvalidPayloadField(MalformedPayload):
+    """A payload value the delivery is recorded by is out of range or not text the store can
+    keep (``installation.id``, ``action``): refused alike on every database."""
+
+    code = "invalid_payload_field"
+    default_message = "A webhook payload field has a value that cannot be accepted"
+
+
+class InvalidHeader(WebhookError):
+    """A GitHub header value is out of range, too long or holds control characters."""
+
+    http_status = 400
+    code = "invalid_header"
+    default_message = "A GitHub header has a value that cannot be accepted"
 
 
 class MissingHeader(WebhookError):

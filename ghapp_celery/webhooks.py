@@ -18,16 +18,26 @@ from typing import Any, Literal
 from urllib.parse import parse_qs
 
 from .exceptions import (
+    InvalidHeader,
+    InvalidPayloadField,
     InvalidSignature,
     MalformedPayload,
     MissingHeader,
+    PayloadTooDeep,
     PayloadTooLarge,
     UnsupportedContentType,
+    WebhookError,
 )
 
 __all__ = [
+    "INT64_MAX",
+    "INT64_MIN",
+    "MAX_ACTION_LENGTH",
+    "MAX_HEADER_VALUE_LENGTH",
+    "MAX_JSON_DEPTH",
     "Delivery",
     "check_content_length",
+    "check_depth",
     "decode_body",
     "handler_keys",
     "parse_delivery",
@@ -36,6 +46,21 @@ __all__ = [
     "verify_signature",
     "webhook_headers",
 ]
+
+#: Longest X-GitHub-Delivery, X-GitHub-Event and X-GitHub-Hook-Installation-Target-Type
+#: accepted, and the longest ``action``: the store's columns hold 100 characters (GitHub's
+#: delivery ids are 36-character UUIDs). One rule on every database: SQLite would keep a longer
+#: value, PostgreSQL would refuse it and the delivery would get a 503 GitHub retries.
+MAX_HEADER_VALUE_LENGTH = 100
+MAX_ACTION_LENGTH = 100
+#: Installation, hook and target ids are stored as BIGINT: they must fit a signed 64-bit integer.
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+#: Deepest nesting of a payload accepted (the top-level object is level 1). GitHub's own
+#: payloads nest 7 levels at most; this leaves room for user data (``client_payload`` of a
+#: repository_dispatch) and stays well below the JSON parser's recursion limit, so whatever the
+#: intake accepts a worker decodes too.
+MAX_JSON_DEPTH = 512
 
 Algorithm = Literal["sha256", "sha1"]
 _DIGESTS = {"sha256": hashlib.sha256, "sha1": hashlib.sha1}
@@ -129,11 +154,39 @@ def decode_body_text(body: bytes, content_type: str | None) -> tuple[dict[str, A
         raise UnsupportedContentType()
     try:
         payload = json.loads(raw)
+    except RecursionError:  # far deeper than MAX_JSON_DEPTH: the parser gave up
+        raise PayloadTooDeep(f"Payload is nested deeper than {MAX_JSON_DEPTH} levels") from None
     except (ValueError, UnicodeDecodeError):
         raise MalformedPayload("Body is not valid JSON") from None
     if not isinstance(payload, dict):
         raise MalformedPayload("Webhook payload must be a JSON object")
+    check_depth(payload, raw)
     return payload, text
+
+
+def check_depth(payload: dict[str, Any], raw: str | bytes | None = None) -> None:
+    """Raise PayloadTooDeep when ``payload`` nests deeper than MAX_JSON_DEPTH levels.
+
+    ``raw``, the JSON text it was decoded from, makes the common case cheap: nesting cannot be
+    deeper than the number of brackets that open it, counted at C speed, and the fixtures'
+    real payloads hold under 200 of them. Only a payload with more is walked.
+    """
+    if raw is not None:
+        opening = (
+            raw.count("{") + raw.count("[")
+            if isinstance(raw, str)
+            else raw.count(b"{") + raw.count(b"[")
+        )
+        if opening <= MAX_JSON_DEPTH:
+            return
+    stack: list[tuple[Any, int]] = [(payload, 1)]
+    while stack:
+        value, depth = stack.pop()
+        for child in value.values() if isinstance(value, dict) else value:
+            if isinstance(child, (dict, list)):
+                if depth >= MAX_JSON_DEPTH:
+                    raise PayloadTooDeep(f"Payload is nested deeper than {MAX_JSON_DEPTH} levels")
+                stack.append((child, depth + 1))
 
 
 def handler_keys(event: str, action: str | None) -> tuple[str, ...]:
@@ -149,11 +202,34 @@ def _lowercase_lookup(headers: Mapping[str, str]) -> Mapping[str, str]:
     return headers
 
 
-def _int_or_none(value: Any) -> int | None:
-    try:
-        return int(value) if value is not None and value != "" else None
-    except (TypeError, ValueError):
+def _int64_or_none(value: Any, name: str, error: type[WebhookError]) -> int | None:
+    """``value`` as an integer; None when absent or not a number (ignored, as it always was);
+    ``error`` when it is a number that does not fit a signed 64-bit integer (the store's
+    BIGINT: SQLite would fail with a 500, PostgreSQL with a 503 GitHub retries)."""
+    if value is None or value == "":
         return None
+    try:
+        number = int(value)
+    except OverflowError:  # a float infinity
+        raise error(f"{name} must fit a signed 64-bit integer") from None
+    except (TypeError, ValueError):
+        if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+            raise error(f"{name} must fit a signed 64-bit integer") from None  # too many digits
+        return None
+    if not INT64_MIN <= number <= INT64_MAX:
+        raise error(f"{name} must fit a signed 64-bit integer")
+    return number
+
+
+def _text(value: str, name: str, limit: int, error: type[WebhookError]) -> str:
+    """``value`` unless the store could not keep it alike on every database: longer than
+    ``limit`` characters, or other than printable ASCII (PostgreSQL refuses NUL and text that
+    is not valid UTF-8)."""
+    if len(value) > limit:
+        raise error(f"{name} is longer than {limit} characters")
+    if not (value.isascii() and value.isprintable()):
+        raise error(f"{name} must be printable ASCII")
+    return value
 
 
 # Compression runs on the webhook's hot path. On the 79 fixture payloads zlib level 1 gives
@@ -219,9 +295,11 @@ def parse_delivery(
 ) -> Delivery:
     """Build a Delivery from GitHub's headers (any case) and the decoded payload."""
     headers = _lowercase_lookup(headers)
+    limit = MAX_HEADER_VALUE_LENGTH
     event = (headers.get("x-github-event") or "").strip()
     if not event:
         raise MissingHeader("Missing X-GitHub-Event header")
+    _text(event, "X-GitHub-Event", limit, InvalidHeader)
     delivery_id = (headers.get("x-github-delivery") or "").strip()
     if not delivery_id:
         if require_delivery_id:
@@ -229,20 +307,34 @@ def parse_delivery(
         # Hand-made test deliveries (curl) often lack the id; give them one so they can
         # still be recorded and traced.
         delivery_id = f"local-{uuid.uuid4()}"
+    _text(delivery_id, "X-GitHub-Delivery", limit, InvalidHeader)
     action = payload.get("action")
+    if isinstance(action, str) and action:
+        _text(action, "action", MAX_ACTION_LENGTH, InvalidPayloadField)
+    else:
+        action = None
     installation = payload.get("installation")
     installation_id = (
-        _int_or_none(installation.get("id")) if isinstance(installation, dict) else None
+        _int64_or_none(installation.get("id"), "installation.id", InvalidPayloadField)
+        if isinstance(installation, dict)
+        else None
     )
+    target_type = headers.get("x-github-hook-installation-target-type")
+    if target_type is not None:
+        _text(target_type, "X-GitHub-Hook-Installation-Target-Type", limit, InvalidHeader)
     return Delivery(
         id=delivery_id,
         event=event,
         payload=payload,
-        action=action if isinstance(action, str) and action else None,
+        action=action,
         installation_id=installation_id,
-        hook_id=_int_or_none(headers.get("x-github-hook-id")),
-        target_type=headers.get("x-github-hook-installation-target-type"),
-        target_id=_int_or_none(headers.get("x-github-hook-installation-target-id")),
+        hook_id=_int64_or_none(headers.get("x-github-hook-id"), "X-GitHub-Hook-ID", InvalidHeader),
+        target_type=target_type,
+        target_id=_int64_or_none(
+            headers.get("x-github-hook-installation-target-id"),
+            "X-GitHub-Hook-Installation-Target-ID",
+            InvalidHeader,
+        ),
         payload_json=payload_json,
     )
 

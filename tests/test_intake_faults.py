@@ -8,18 +8,21 @@ import logging
 import socket
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
-from ghapp_celery import GitHubApp
+from ghapp_celery import Event, GitHubApp
 from ghapp_celery.testing import serve
-from ghapp_celery.webhooks import signed_request
+from ghapp_celery.webhooks import MAX_JSON_DEPTH, signed_request, webhook_headers
+from tests._postgres import PostgresServer, postgres_server  # noqa: F401  (fixture)
 from tests._workers import sqlite_broker_url
 from tests.test_background import environment, issue, make_app, post
 
@@ -303,3 +306,167 @@ def test_the_body_budget_defaults_to_64_mib(monkeypatch: pytest.MonkeyPatch) -> 
 
     monkeypatch.delenv("GITHUBAPP_WEBHOOK_BODY_BUDGET_BYTES", raising=False)
     assert Settings().webhook_body_budget_bytes == 64 * 1024 * 1024
+
+
+# -- findings 7 and 8: hostile values, the same 400 on every database ------------------------
+
+INT64_MAX = 2**63 - 1
+
+
+def record_it(event: Event) -> None:  # a background handler: every delivery reaches the store
+    return None
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_app(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[GitHubApp, str]]:
+    env = {
+        "GITHUBAPP_DATA_DIR": str(tmp_path / "data"),
+        "CELERY_BROKER_URL": sqlite_broker_url(tmp_path / "broker.sqlite"),
+    }
+    if request.param == "postgresql":
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        env["GITHUBAPP_DATABASE_URL"] = server.create_database(f"faults_{uuid.uuid4().hex[:12]}")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    web = FastAPI()
+    app = GitHubApp(web, github_app_id=1, github_app_secret=SECRET)
+    app.on("*", background=True)(record_it)
+    app.store.upgrade()
+    with serve(web) as url, server_log("uvicorn", "ghapp_celery") as log:
+        yield app, url
+    assert not [r for r in log.records if r.exc_info], log.text()  # never a traceback
+    app.store.dispose()
+
+
+def deliver(
+    url: str,
+    payload: dict[str, Any] | None = None,
+    *,
+    event: str = "issues",
+    body: bytes | None = None,
+    more_headers: dict[str, str] | None = None,
+    **headers: str,
+) -> httpx.Response:
+    if body is None:
+        body, signed = signed_request(event, payload or {"action": "opened"}, secret=SECRET)
+    else:
+        signed = webhook_headers(event, body, secret=SECRET)
+    headers |= more_headers or {}
+    signed.update({name.replace("_", "-"): value for name, value in headers.items()})
+    return httpx.post(f"{url}{ROUTE}", content=body, headers=signed, timeout=30)
+
+
+def refused(answer: httpx.Response, code: str) -> None:
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"] == code, answer.text
+
+
+@pytest.mark.parametrize(
+    "installation_id", [10**26, INT64_MAX + 1, -(2**63) - 1, float("inf")], ids=str
+)
+def test_an_installation_id_past_64_bits_is_400(
+    store_app: tuple[GitHubApp, str], installation_id: float
+) -> None:
+    _, url = store_app
+    payload = {"action": "opened", "installation": {"id": installation_id}}
+    refused(deliver(url, payload), "invalid_payload_field")
+
+
+def test_hook_and_target_ids_past_64_bits_are_400(store_app: tuple[GitHubApp, str]) -> None:
+    _, url = store_app
+    refused(deliver(url, X_GitHub_Hook_ID=str(10**26)), "invalid_header")
+    refused(deliver(url, X_GitHub_Hook_Installation_Target_ID=str(2**63)), "invalid_header")
+
+
+def test_the_largest_64_bit_ids_are_recorded(store_app: tuple[GitHubApp, str]) -> None:
+    app, url = store_app
+    payload = {"action": "opened", "installation": {"id": INT64_MAX}}
+    delivery_id = str(uuid.uuid4())
+    answer = deliver(
+        url,
+        payload,
+        X_GitHub_Delivery=delivery_id,
+        X_GitHub_Hook_ID=str(INT64_MAX),
+        X_GitHub_Hook_Installation_Target_ID=str(INT64_MAX),
+        X_GitHub_Hook_Installation_Target_Type="integration",
+    )
+    assert answer.status_code == 202, answer.text
+    record = app.store.get_delivery(delivery_id, with_payload=False)
+    assert record is not None and record.installation_id == INT64_MAX
+
+
+def test_a_delivery_id_over_100_characters_is_400_and_100_are_recorded(
+    store_app: tuple[GitHubApp, str],
+) -> None:
+    app, url = store_app
+    refused(deliver(url, X_GitHub_Delivery="d" * 101), "invalid_header")
+    answer = deliver(url, X_GitHub_Delivery="d" * 100)
+    assert answer.status_code == 202, answer.text
+    assert app.store.get_delivery("d" * 100, with_payload=False) is not None
+
+
+@pytest.mark.parametrize(
+    ("event", "headers"),
+    [
+        ("e" * 101, {}),
+        ("issues", {"X_GitHub_Delivery": "id\twith\tcontrol characters"}),
+        ("issues", {"X_GitHub_Hook_Installation_Target_Type": "t" * 101}),
+    ],
+    ids=["long-event", "control-characters-in-id", "long-target-type"],
+)
+def test_header_values_the_store_cannot_hold_are_400(
+    store_app: tuple[GitHubApp, str], event: str, headers: dict[str, str]
+) -> None:
+    _, url = store_app
+    refused(deliver(url, event=event, more_headers=headers), "invalid_header")
+
+
+@pytest.mark.parametrize("action", ["a" * 101, "opened\u0000", "\ud800"], ids=repr)
+def test_an_action_the_store_cannot_hold_is_400(
+    store_app: tuple[GitHubApp, str], action: str
+) -> None:
+    _, url = store_app
+    refused(deliver(url, {"action": action}), "invalid_payload_field")
+
+
+@pytest.mark.parametrize("depth", [600, 100_000])
+def test_json_nested_too_deep_is_400_without_a_traceback(
+    store_app: tuple[GitHubApp, str], depth: int
+) -> None:
+    _, url = store_app
+    body = b'{"a":' + b"[" * depth + b"]" * depth + b"}"
+    refused(deliver(url, body=body), "payload_too_deep")
+
+
+def test_json_nested_within_the_limit_is_recorded(store_app: tuple[GitHubApp, str]) -> None:
+    _, url = store_app
+    depth = MAX_JSON_DEPTH - 1  # with the top-level object, exactly MAX_JSON_DEPTH levels
+    body = b'{"action":"opened","a":' + b"[" * depth + b"]" * depth + b"}"
+    assert deliver(url, body=body).status_code == 202
+
+
+def test_the_rules_hold_without_a_server() -> None:
+    """webhooks.py alone, as the CLI and the test helpers use it."""
+    from ghapp_celery.exceptions import InvalidHeader, InvalidPayloadField, PayloadTooDeep
+    from ghapp_celery.webhooks import check_depth, decode_body, parse_delivery
+
+    push = {"X-GitHub-Event": "push"}
+    with pytest.raises(InvalidPayloadField):
+        parse_delivery(push, {"installation": {"id": "1" * 5000}})  # past int()'s digit limit
+    with pytest.raises(InvalidHeader):
+        parse_delivery(push | {"X-GitHub-Hook-ID": "9" * 19}, {})
+    # Values that are not numbers at all are ignored, as they always were.
+    assert parse_delivery(push | {"X-GitHub-Hook-ID": "abc"}, {}).hook_id is None
+    assert parse_delivery(push, {"installation": {"id": "42"}}).installation_id == 42
+    deep: dict[str, Any] = {}
+    node = deep
+    for _ in range(MAX_JSON_DEPTH - 1):
+        node["a"] = node = {}
+    check_depth(deep)  # exactly the limit, walked without the text
+    node["a"] = {}
+    with pytest.raises(PayloadTooDeep):
+        check_depth(deep)
+    with pytest.raises(PayloadTooDeep):
+        decode_body(b"[" * 100_000, "application/json")
