@@ -29,7 +29,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,7 +68,10 @@ BROKER_OUTAGE = (
 #: Exceptions that only wrap another: explained when what they wrap is.
 WRAPPERS = ("celery.beat.SchedulingError", "kombu.exceptions.BatchPublishError")
 
-_OUTCOME_LOST = re.compile(r"Could not record .+ of run (\S+): the store was unavailable")
+# The worker's error when an outcome write (not the claim) failed past the bounded retry.
+_OUTCOME_LOST = re.compile(
+    r"Could not record (?!the claim )(?:.+?) of run (\S+): the store was unavailable"
+)
 _EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::|$)")
 _SQL_PARAMETERS = "[parameters:"
 
@@ -149,9 +152,10 @@ def _exception_block(lines: list[str], i: int) -> tuple[str, int]:
     return (match.group(1) if match else exception_line), i
 
 
-def tracebacks(log: Path) -> list[Traceback]:
-    """Every logged exception in a log, with the classes of its chain."""
-    lines = log.read_text(errors="replace").splitlines()
+def tracebacks(log: Path, text: str | None = None) -> list[Traceback]:
+    """Every logged exception in a log (its ``text``, read when not given), with the classes
+    of its chain."""
+    lines = (log.read_text(errors="replace") if text is None else text).splitlines()
     found = []
     i = 0
     while i < len(lines):
@@ -210,6 +214,11 @@ class Report:
             more = f"\n    ... and {len(items) - limit} more" if len(items) > limit else ""
             self.violations.append(f"{kind} ({len(items)}):\n    {shown}{more}")
 
+    def assert_held(self) -> None:
+        """Fail the test with the whole report when any invariant was violated."""
+        if self.violations:
+            raise AssertionError(str(self))
+
     def __str__(self) -> str:
         facts = ", ".join(f"{k}={v}" for k, v in self.facts.items())
         body = "\n".join(f"- {v}" for v in self.violations) or "- none"
@@ -217,6 +226,80 @@ class Report:
         return f"facts: {facts}\nviolations:\n{body}" + (
             f"\n\nlog excerpts:\n{excerpts}" if excerpts else ""
         )
+
+
+def lost_outcome_writes(texts: Iterable[str]) -> Counter[str]:
+    """Per run id, how many times a worker logged that recording a finished run's outcome
+    failed past the bounded retry (a failed claim does not count: nothing ran)."""
+    return Counter(m.group(1) for text in texts for m in _OUTCOME_LOST.finditer(text))
+
+
+def journal_violations(
+    journal: dict[str, list[Execution]], lost_outcomes: Mapping[str, int]
+) -> dict[str, list[str]]:
+    """Checks 3 and 4 on a journal (``read_journal``); ``lost_outcomes``: per run id, how
+    many times a worker logged that its outcome write failed past the retry."""
+    never_ended, overlaps, reruns = [], [], []
+    for run_id, executions in journal.items():
+        for e in executions:
+            if e.end is None and e.killed_at is None:
+                never_ended.append(f"run {run_id} started at {e.start:.3f} in {e.executor}")
+        for before, after in itertools.pairwise(executions):
+            until = before.until
+            if until is None or after.start < until:
+                overlaps.append(
+                    f"run {run_id}: {before.executor} [{before.start:.3f}, {until}] and "
+                    f"{after.executor} from {after.start:.3f}"
+                )
+        excused = lost_outcomes.get(run_id, 0)
+        for e in executions[:-1]:
+            if e.end is None:
+                continue  # killed mid-run: running it again is the point
+            if e.killed_at is not None and e.killed_at - e.end <= KILL_GRACE:
+                continue  # killed before its outcome was written
+            if excused:
+                excused -= 1
+                continue
+            reruns.append(
+                f"run {run_id}: returned at {e.end:.3f} in {e.executor}, executed "
+                f"{len(executions)} times, no kill and no lost outcome write explains it"
+            )
+    return {
+        "executions that never ended (and whose process was not killed)": never_ended,
+        "overlapping executions of one run": overlaps,
+        "runs executed again although their outcome was not lost": reruns,
+    }
+
+
+def log_violations(
+    logs: Mapping[Path, str], needles: Mapping[str, str], allowed: Sequence[str]
+) -> tuple[dict[str, list[str]], list[str]]:
+    """Check 7 on the logs' texts: the violations by kind, and excerpts of the first two
+    unexplained tracebacks. ``needles``: input that must never be logged, and what it is."""
+    bad_tracebacks = [
+        tb
+        for path, text in logs.items()
+        for tb in tracebacks(path, text)
+        if not tb.explained_by(allowed)
+    ]
+    excerpts = []
+    for tb in bad_tracebacks[:2]:
+        lines = tb.text.splitlines()
+        shown = lines if len(lines) <= 16 else [*lines[:2], "  ...", *lines[-12:]]
+        excerpts.append(f"{tb.log.name}:{tb.line}\n" + "\n".join(shown))
+    leaks = []
+    searched = {**needles, _SQL_PARAMETERS: "SQL parameters"}
+    for path, text in logs.items():
+        for number, line in enumerate(text.splitlines(), 1):
+            for needle, what in searched.items():
+                if needle in line:
+                    leaks.append(f"{path.name}:{number}: {what}: {line[:300]}")
+    return {
+        "tracebacks in the logs that the injected fault does not explain": [
+            f"{tb.log.name}:{tb.line}: {' <- '.join(reversed(tb.chain))}" for tb in bad_tracebacks
+        ],
+        "logged input": leaks,
+    }, excerpts
 
 
 def check(
@@ -238,9 +321,7 @@ def check(
     killed = deploy.killed_pids()
     journal = read_journal(deploy.journal, killed)
     logs = {path: path.read_text(errors="replace") for path in deploy.log_files()}
-    lost_outcomes = Counter(
-        m.group(1) for text in logs.values() for m in _OUTCOME_LOST.finditer(text)
-    )
+    lost_outcomes = lost_outcome_writes(logs.values())
     signed = [a for a in answers if a.kind == "signed"]
     report.facts.update(
         signed=len(signed),
@@ -292,34 +373,8 @@ def check(
     )
 
     # 3 and 4: the journal.
-    never_ended, overlaps, reruns = [], [], []
-    for run_id, executions in journal.items():
-        for e in executions:
-            if e.end is None and e.killed_at is None:
-                never_ended.append(f"run {run_id} started at {e.start:.3f} in {e.executor}")
-        for before, after in itertools.pairwise(executions):
-            until = before.until
-            if until is None or after.start < until:
-                overlaps.append(
-                    f"run {run_id}: {before.executor} [{before.start:.3f}, {until}] and "
-                    f"{after.executor} from {after.start:.3f}"
-                )
-        excused = lost_outcomes.get(run_id, 0)
-        for e in executions[:-1]:
-            if e.end is None:
-                continue  # killed mid-run: running it again is the point
-            if e.killed_at is not None and e.killed_at - e.end <= KILL_GRACE:
-                continue  # killed before its outcome was written
-            if excused:
-                excused -= 1
-                continue
-            reruns.append(
-                f"run {run_id}: returned at {e.end:.3f} in {e.executor}, executed "
-                f"{len(executions)} times, no kill and no lost outcome write explains it"
-            )
-    report.add("executions that never ended (and whose process was not killed)", never_ended)
-    report.add("overlapping executions of one run", overlaps)
-    report.add("runs executed again although their outcome was not lost", reruns)
+    for kind, items in journal_violations(journal, lost_outcomes).items():
+        report.add(kind, items)
 
     # 5 and 6: the answers.
     bound = DEADLINE + MARGIN
@@ -352,29 +407,13 @@ def check(
     )
 
     # 7: the logs.
-    allowed = tuple(allowed)
-    bad_tracebacks = [
-        tb for path in logs for tb in tracebacks(path) if not tb.explained_by(allowed)
-    ]
-    report.add(
-        "tracebacks in the logs that the injected fault does not explain",
-        [f"{tb.log.name}:{tb.line}: {tb.exception}" for tb in bad_tracebacks],
-    )
-    for tb in bad_tracebacks[:2]:
-        lines = tb.text.splitlines()
-        shown = lines if len(lines) <= 16 else [*lines[:2], "  ...", *lines[-12:]]
-        report.excerpts.append(f"{tb.log.name}:{tb.line}\n" + "\n".join(shown))
-    leaks = []
-    for path, text in logs.items():
-        for number, line in enumerate(text.splitlines(), 1):
-            for needle, what in (
-                (load.payload_marker, "signed payload bytes"),
-                (load.unauth_marker, "bytes of an unauthenticated request"),
-                (_SQL_PARAMETERS, "SQL parameters"),
-            ):
-                if needle in line:
-                    leaks.append(f"{path.name}:{number}: {what}: {line[:300]}")
-    report.add("logged input", leaks)
+    needles = {
+        load.payload_marker: "signed payload bytes",
+        load.unauth_marker: "bytes of an unauthenticated request",
+    }
+    kinds, report.excerpts = log_violations(logs, needles, tuple(allowed))
+    for kind, items in kinds.items():
+        report.add(kind, items)
 
     # 8: the processes.
     report.add("processes that exited on their own", list(unexpected_exits))
