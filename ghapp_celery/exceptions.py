@@ -29,7 +29,7 @@ The tree::
         ├── BodyTimeout                 408  the body did not arrive within the deadline
         ├── IntakeBusy                  503  too many body bytes in flight (Retry-After)
         ├── MalformedPayload            400
-        │   ├── PayloadTooDeep          400  JSON nested deeper than MAX_JSON_DEPTH
+        │   ├── PayloadTooDeep          400  JSON nested past the parser's recursion limit
         │   └── InvalidPayloadField     400  a payload value the store cannot hold
         ├── MissingHeader               400
         ├── InvalidHeader               400  a header value the store cannot hold

@@ -21,7 +21,7 @@ from fastapi import FastAPI
 
 from ghapp_celery import Event, GitHubApp
 from ghapp_celery.testing import serve
-from ghapp_celery.webhooks import MAX_JSON_DEPTH, signed_request, webhook_headers
+from ghapp_celery.webhooks import signed_request, webhook_headers
 from tests._postgres import PostgresServer, postgres_server  # noqa: F401  (fixture)
 from tests._workers import sqlite_broker_url
 from tests.test_background import environment, issue, make_app, post
@@ -431,7 +431,7 @@ def test_an_action_the_store_cannot_hold_is_400(
     refused(deliver(url, {"action": action}), "invalid_payload_field")
 
 
-@pytest.mark.parametrize("depth", [600, 100_000])
+@pytest.mark.parametrize("depth", [5_000, 100_000])
 def test_json_nested_too_deep_is_400_without_a_traceback(
     store_app: tuple[GitHubApp, str], depth: int
 ) -> None:
@@ -442,7 +442,7 @@ def test_json_nested_too_deep_is_400_without_a_traceback(
 
 def test_json_nested_within_the_limit_is_recorded(store_app: tuple[GitHubApp, str]) -> None:
     _, url = store_app
-    depth = MAX_JSON_DEPTH - 1  # with the top-level object, exactly MAX_JSON_DEPTH levels
+    depth = 100  # GitHub's own payloads nest 7 levels
     body = b'{"action":"opened","a":' + b"[" * depth + b"]" * depth + b"}"
     assert deliver(url, body=body).status_code == 202
 
@@ -450,7 +450,7 @@ def test_json_nested_within_the_limit_is_recorded(store_app: tuple[GitHubApp, st
 def test_the_rules_hold_without_a_server() -> None:
     """webhooks.py alone, as the CLI and the test helpers use it."""
     from ghapp_celery.exceptions import InvalidHeader, InvalidPayloadField, PayloadTooDeep
-    from ghapp_celery.webhooks import check_depth, decode_body, parse_delivery
+    from ghapp_celery.webhooks import decode_body, parse_delivery
 
     push = {"X-GitHub-Event": "push"}
     with pytest.raises(InvalidPayloadField):
@@ -460,13 +460,7 @@ def test_the_rules_hold_without_a_server() -> None:
     # Values that are not numbers at all are ignored, as they always were.
     assert parse_delivery(push | {"X-GitHub-Hook-ID": "abc"}, {}).hook_id is None
     assert parse_delivery(push, {"installation": {"id": "42"}}).installation_id == 42
-    deep: dict[str, Any] = {}
-    node = deep
-    for _ in range(MAX_JSON_DEPTH - 1):
-        node["a"] = node = {}
-    check_depth(deep)  # exactly the limit, walked without the text
-    node["a"] = {}
     with pytest.raises(PayloadTooDeep):
-        check_depth(deep)
-    with pytest.raises(PayloadTooDeep):
-        decode_body(b"[" * 100_000, "application/json")
+        decode_body(b'{"a":' + b"[" * 100_000, "application/json")
+    with pytest.raises(PayloadTooDeep):  # form-encoded bodies are parsed the same way
+        decode_body(b"payload=" + b"%5B" * 100_000, "application/x-www-form-urlencoded")
