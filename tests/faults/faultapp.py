@@ -13,8 +13,10 @@ Web: ``python -m uvicorn tests.faults.faultapp:web``; workers and beat:
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -60,6 +62,8 @@ def _configure_logging() -> None:
 
 
 _configure_logging()
+# `kill -USR2 <pid>`: every thread's stack on stderr (the process's log), to see what waits.
+faulthandler.register(signal.SIGUSR2, all_threads=True)
 journal_path().parent.mkdir(parents=True, exist_ok=True)
 
 if os.environ.get("GHAPP_TEST_WORKER_READY_FILE"):
