@@ -14,7 +14,8 @@ violation of:
 4. a run executes again only when its previous execution was cut short: killed, or killed
    within ``KILL_GRACE`` of returning (before its outcome could be written), or its outcome
    write failed past the bounded retry (the worker's "Could not record ... of run <id>"
-   error, one per re-execution);
+   error, one per re-execution); and since no fault injected lasts as long as that retry
+   (GITHUBAPP_OUTCOME_WRITE_TIMEOUT), no outcome write may have failed past it at all;
 5. no answer took longer than the deadline (plus a margin for the round trip), and every
    request got an answer except while the web process was down (and the ``truncated`` bad
    requests, which hang up before one can come);
@@ -35,7 +36,7 @@ from pathlib import Path
 
 from ghapp_celery.store import DeliveryStore, RunState, StoreUnavailable
 
-from .harness import DEADLINE, MARGIN, Deployment
+from .harness import DEADLINE, MARGIN, OUTCOME_WRITE_TIMEOUT, Deployment
 from .load import Answer, Load
 
 #: An execution that returned this little before its process was killed may have lost its
@@ -216,6 +217,7 @@ class Report:
 
     def assert_held(self) -> None:
         """Fail the test with the whole report when any invariant was violated."""
+        __tracebackhide__ = True
         if self.violations:
             raise AssertionError(str(self))
 
@@ -372,7 +374,13 @@ def check(
         [run_id for run_id in journal if run_id not in stored] if stored else [],
     )
 
-    # 3 and 4: the journal.
+    # 3 and 4: the journal. No fault here lasts as long as the outcome writes' retry, so
+    # none may have failed past it (each would excuse a re-execution).
+    report.add(
+        f"outcome writes failed past the retry ({OUTCOME_WRITE_TIMEOUT:.0f} s), longer than "
+        "any outage injected",
+        [f"run {run_id}: {n}" for run_id, n in lost_outcomes.items()],
+    )
     for kind, items in journal_violations(journal, lost_outcomes).items():
         report.add(kind, items)
 
