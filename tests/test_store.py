@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import multiprocessing
 import os
@@ -604,6 +605,28 @@ def test_list_deliveries_pages_and_filters(store: DeliveryStore) -> None:
     assert rest.next_cursor is None
     with pytest.raises(ValueError):
         store.list_deliveries(cursor="not-a-cursor")
+
+
+def _cursor(*parts: object) -> str:
+    """A cursor made by hand, in the store's encoding (base64 of a JSON pair)."""
+    return base64.urlsafe_b64encode(json.dumps(list(parts)).encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        _cursor("0001-01-01T00:00:00+01:00", "d-1"),  # before year 1 once in UTC
+        _cursor("2024-01-01T00:00:00", "d-1"),  # no offset
+        _cursor("2024-01-01T00:00:00+00:00", "d\x001"),  # PostgreSQL refuses a NUL
+        _cursor("2024-01-01T00:00:00+00:00", 5),
+        _cursor("2024-01-01T00:00:00+00:00"),
+    ],
+)
+def test_a_forged_cursor_is_a_value_error_not_an_outage(store: DeliveryStore, cursor: str) -> None:
+    # Library callers (not only the status API, which turns it into a 400) get ValueError;
+    # before, the first and third reached the database: OverflowError, or StoreUnavailable.
+    with pytest.raises(ValueError, match="invalid cursor"):
+        store.list_deliveries(cursor=cursor)
 
 
 def test_payload_round_trip_of_a_real_delivery(store: DeliveryStore) -> None:

@@ -8,7 +8,7 @@ import functools
 import json
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -225,9 +225,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         at, delivery_id = json.loads(raw)
         when = datetime.fromisoformat(at)
-    except (ValueError, TypeError, binascii.Error) as exc:
+        # In range once in UTC (0001-01-01T00:00+01:00 is not), as the database compares it.
+        when.astimezone(UTC)
+    except (ValueError, TypeError, OverflowError, binascii.Error) as exc:
         raise ValueError("invalid cursor") from exc
-    if when.tzinfo is None or not isinstance(delivery_id, str):
+    # A NUL is refused by PostgreSQL's driver as a 503-looking DataError; no id holds one.
+    if when.tzinfo is None or not isinstance(delivery_id, str) or "\x00" in delivery_id:
         raise ValueError("invalid cursor")
     return when, delivery_id
 
