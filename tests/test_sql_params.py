@@ -11,6 +11,7 @@ looks for a marker value everywhere the failure can be read.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import traceback
 import uuid
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import IntegrityError
 
 from ghapp_celery.store import DeliveryStore, RunPlan, StoreUnavailable
 from ghapp_celery.store.oauth_repository import OAuthStore
@@ -137,3 +139,28 @@ def test_echo_logs_statements_without_their_values(
         store.dispose()
     assert "INSERT INTO ghapp_oauth_tokens" in caplog.text
     assert MARKER not in caplog.text
+
+
+def test_a_failed_publish_to_kombus_sqlalchemy_broker_hides_the_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ``sqla+`` brokers are kombu's SQLAlchemy transport, whose engine takes its options from
+    # broker_transport_options: the message row it inserts holds the task's arguments.
+    broker = tmp_path / "broker.sqlite"
+    monkeypatch.setenv("CELERY_BROKER_URL", f"sqla+sqlite:///{broker}")
+    monkeypatch.setenv("GITHUBAPP_DATA_DIR", str(tmp_path / "data"))
+    from ghapp_celery import GitHubApp
+
+    celery = GitHubApp().celery
+    celery.send_task("ghapp.warm", args=["warm"], queue="github.default")  # creates the tables
+    with sqlite3.connect(broker) as db:
+        db.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON kombu_message "
+            "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+    with pytest.raises(IntegrityError) as caught:  # kombu lets SQLAlchemy's error through
+        celery.send_task("ghapp.h", args=[MARKER], queue="github.default", retry=False)
+    text = "".join(traceback.format_exception(caught.value))
+    assert "INSERT INTO kombu_message" in text  # the failed statement, as it is logged
+    assert "[parameters:" not in text
+    assert "SQL parameters hidden" in text

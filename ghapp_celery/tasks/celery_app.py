@@ -168,6 +168,14 @@ def make_celery(
             # Only create_engine() arguments may go here (see prepare_sqlite_broker); a busy
             # timeout lets several processes write the file without "database is locked".
             celery.conf.broker_transport_options = {"connect_args": {"timeout": 30}}
+    if broker.startswith("sqla+"):
+        # kombu's SQLAlchemy transport builds its engine from these options: without
+        # hide_parameters a failed INSERT's message (and the traceback Celery logs) holds the
+        # message body, which carries the delivery's payload (as the store's engine does).
+        celery.conf.broker_transport_options = {
+            **(celery.conf.broker_transport_options or {}),
+            "hide_parameters": True,
+        }
 
     user_routes = celery.conf.task_routes
     routes: list[Any] = (
