@@ -297,3 +297,21 @@ def test_the_cli_refuses_an_installation_beyond_64_bits(
         main(["deliveries", "list", "--installation", value])
     assert exited.value.code == 2
     assert "--installation" in capsys.readouterr().err
+
+
+def test_the_openapi_schema_shows_the_answers_the_api_gives(served: Served) -> None:
+    # Served over HTTP as a user's API client generator reads it.
+    schema = httpx.get(f"{served.url}/openapi.json", timeout=30).json()
+    status_paths = {path: ops for path, ops in schema["paths"].items() if path.startswith(PREFIX)}
+    assert len(status_paths) >= 3
+    for path, operations in status_paths.items():
+        for method, operation in operations.items():
+            answers = operation["responses"]
+            assert "422" not in answers, (path, method)
+            for code in ("4XX", "503"):
+                ref = answers[code]["content"]["application/json"]["schema"]["$ref"]
+                assert ref.endswith("/StatusErrorBody"), (path, method, code)
+    body = schema["components"]["schemas"]["StatusErrorBody"]
+    assert set(body["properties"]) == {"detail", "error"}
+    # The user's own route keeps FastAPI's 422 in the schema, as in its answers.
+    assert "422" in schema["paths"]["/mine"]["get"]["responses"]
