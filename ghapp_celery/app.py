@@ -268,7 +268,7 @@ class GitHubApp(BackgroundMixin, CredentialsMixin, OAuthMixin):
         token = self.settings.status_token
         if token is None or not token.get_secret_value():
             return  # no token, no route: the status API is never open by accident
-        from .status import build_status_router
+        from .intake.status import build_status_router
 
         router = build_status_router(lambda: self.store, token.get_secret_value(), self.replay)
         app.include_router(router, prefix=self.settings.status_prefix.rstrip("/"))

@@ -20,8 +20,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from .routing import HandlerSpec
-from .webhooks import Delivery
+from ..routing import HandlerSpec
+from ..webhooks import Delivery
 
 __all__ = ["BatchScheduler", "ScheduleBatcher", "ScheduleTimeout"]
 

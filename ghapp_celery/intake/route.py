@@ -24,18 +24,18 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
-from ._schedule_batch import BatchScheduler, ScheduleBatcher, ScheduleTimeout
-from .config import DEFAULT_BODY_BUDGET_BYTES
-from .context import Event, delivery_context
-from .exceptions import BodyTimeout, GitHubAppError, IntakeBusy, PayloadTooLarge, WebhookError
-from .routing import HandlerRegistry, HandlerSpec
-from .webhooks import (
+from ..config import DEFAULT_BODY_BUDGET_BYTES
+from ..context import Event, delivery_context
+from ..exceptions import BodyTimeout, GitHubAppError, IntakeBusy, PayloadTooLarge, WebhookError
+from ..routing import HandlerRegistry, HandlerSpec
+from ..webhooks import (
     Delivery,
     check_content_length,
     decode_body_text,
     parse_delivery,
     verify_signature,
 )
+from .batching import BatchScheduler, ScheduleBatcher, ScheduleTimeout
 
 __all__ = [
     "STATUS_DUPLICATE",
@@ -341,7 +341,7 @@ class WebhookIntake:
         self, delivery: Delivery, specs: list[HandlerSpec], *, timeout: float | None = None
     ) -> list[dict[str, Any]]:
         """Record and publish the background runs (on scheduler threads, in batches with
-        other requests' deliveries: the store and broker block, see _schedule_batch).
+        other requests' deliveries: the store and broker block, see batching.py).
         Raises ScheduleTimeout when that takes longer than ``timeout`` seconds."""
         if self._batcher is None:
             raise RuntimeError("Background handlers need a scheduler (GitHubApp provides one)")
