@@ -74,7 +74,8 @@ def wait_for(
     raise AssertionError(f"delivery {delivery_id} did not reach {states}: {record}")
 
 
-def only_run(record: DeliveryRecord) -> RunRecord:
+def only_run(record: DeliveryRecord | None) -> RunRecord:
+    assert record is not None, "the delivery is not in the store"
     assert len(record.runs) == 1, record.runs
     return record.runs[0]
 

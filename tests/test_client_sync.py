@@ -16,6 +16,7 @@ from ghapp_celery.github import (
     AsyncGitHubClient,
     GitHubAppAuth,
     GitHubClient,
+    GitHubSession,
     aclose_sessions,
     client_for,
     configure_sessions,
@@ -158,7 +159,7 @@ def test_session_resource_for_the_worker_loop(
     try:
         session = loop.resource("github")
 
-        async def handler() -> tuple[object, int]:
+        async def handler() -> tuple[GitHubSession, int]:
             gh = client_for(auth, fake_github.installation_ids[0])
             status = (await gh.get(f"/repos/{REPO}")).status
             await auth.aclose()

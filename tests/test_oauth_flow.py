@@ -311,11 +311,13 @@ def test_user_github_is_an_async_client_keyed_by_the_user(env: OAuthEnv) -> None
         assert "ghu_" not in repr(gh) and "ghu_" not in repr(gh.credentials)
         # No app credentials in this env: the manager's own session on the OAuth API, per loop.
         assert gh.session is env.manager.user_github(claims).session
-        assert gh.rest_url == env.fake.base_url.rstrip("/")
+        base_url = env.fake.base_url
+        assert base_url is not None  # served
+        assert gh.rest_url == base_url.rstrip("/")
         async with gh:
             assert (await gh.get("/user")).data["login"] == "octocat"
         # With app credentials on the same API, the app's shared per-loop session is used.
-        auth = GitHubAppAuth(env.fake.app_id, env.fake.private_key_pem, base_url=env.fake.base_url)
+        auth = GitHubAppAuth(env.fake.app_id, env.fake.private_key_pem, base_url=base_url)
         env.manager._app_auth = lambda: auth
         try:
             assert env.manager.user_github(claims).session is session_for(auth)
