@@ -27,14 +27,17 @@ test: $(STAMP)
 test-faults: $(STAMP)
 	$(BIN)/python -m pytest -m faults tests/faults $(PYTEST_ARGS)
 
+# ruff, mypy --strict (package, tests, benchmarks, examples) and the import rules
+# (import-linter; contracts in pyproject.toml).
 lint: $(STAMP)
-	$(BIN)/ruff check ghapp_celery tests benchmarks examples
-	$(BIN)/ruff format --check ghapp_celery tests benchmarks examples
+	$(BIN)/ruff check ghapp_celery tests benchmarks examples tools
+	$(BIN)/ruff format --check ghapp_celery tests benchmarks examples tools
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: $(STAMP)
-	$(BIN)/ruff format ghapp_celery tests benchmarks examples
-	$(BIN)/ruff check --fix ghapp_celery tests benchmarks examples
+	$(BIN)/ruff format ghapp_celery tests benchmarks examples tools
+	$(BIN)/ruff check --fix ghapp_celery tests benchmarks examples tools
 
 # Benchmarks, not tests: each writes its section of docs/performance.md (about 15 minutes).
 bench: $(STAMP)
