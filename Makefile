@@ -6,7 +6,9 @@ STAMP  := $(VENV)/.installed-stamp
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run test test-faults lint format bench clean
+DOCS_STAMP := $(VENV)/.docs-stamp
+
+.PHONY: install run test test-faults lint format bench docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,5 +47,13 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/background.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/client.py $(BENCH_ARGS)
 
+$(DOCS_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install -q -e '.[dev,redis,postgres,oauth,docs]'
+	touch $(DOCS_STAMP)
+
+# The docs site with its API reference, built strictly (a broken link or docstring fails).
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info site
