@@ -2,7 +2,7 @@
 
 It owns the settings and the handler registry, mounts the webhook route, and holds its parts
 as typed collaborators, each created on first use under the app's one lock
-(``ghapp_celery.lazy``):
+(``ghapp_celery._lazy``):
 
 - ``credentials``: the app's GitHub credentials and token cache (``github.credentials``);
 - ``background``: the Celery app, the delivery store, the scheduler, replay and the sweeper
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from fastapi import APIRouter, FastAPI, Request
 
 from . import compat
+from ._lazy import Lazy
 from .config import Settings, as_text, load_env_into, resolve_settings, secret_fields
 from .context import current_delivery, set_current_delivery
 from .exceptions import GitHubAppError
@@ -34,7 +35,6 @@ from .github.auth import GitHubAppAuth, InstallationAuthorization
 from .github.credentials import AppCredentials
 from .github.ratelimit import is_rate_limited, rate_limit_info, retry_delay
 from .intake import IntakePolicy, WebhookIntake
-from .lazy import Lazy
 from .policy import RetryPolicy
 from .routing import HandlerRegistry
 from .webhooks import Delivery
@@ -54,6 +54,12 @@ __all__ = ["GitHubApp"]
 
 LOG = logging.getLogger("ghapp_celery")
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _current_installation() -> int | None:
+    """The installation id of the delivery being handled (request or worker), if any."""
+    delivery = current_delivery()
+    return None if delivery is None else delivery.installation_id
 
 
 class GitHubApp:
@@ -110,7 +116,7 @@ class GitHubApp:
         # The one lock of every lazy part. Re-entrant: a part's factory may read a sibling
         # (the router reads the intake; the scheduler, the Celery app and the store).
         self._lock = lock = threading.RLock()
-        self.credentials = AppCredentials(lambda: self.settings, lock)
+        self.credentials = AppCredentials(lambda: self.settings, lock, _current_installation)
         self._background: Lazy[BackgroundRuntime] = Lazy(self._create_background, lock)
         self._oauth: Lazy[OAuthIntegration] = Lazy(self._create_oauth, lock)
         self._intake = Lazy(self._create_intake, lock)

@@ -365,6 +365,7 @@ def test_sweep_purges_expired_oauth_denylist_entries(
         "GITHUBAPP_OAUTH_SESSION_SECRET": "s" * 40,
     }
     app = make_app(monkeypatch, env)
+    assert app.oauth is not None
     store = app.oauth.store
     now = datetime.now(UTC)
     store.deny("expired-jti", "session", now - timedelta(minutes=1))

@@ -1,6 +1,6 @@
 """GitHubApp's lazy parts: each is created exactly once, even when threads race to read it.
 
-``Lazy`` (ghapp_celery.lazy) is the one place that creates a part; these tests race threads on
+``Lazy`` (ghapp_celery._lazy) is the one place that creates a part; these tests race threads on
 the helper and on every lazy part of a real GitHubApp, the scheduler among them (it was once
 created without the lock its siblings took).
 """
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from ghapp_celery import GitHubApp, Settings
-from ghapp_celery.lazy import Lazy
+from ghapp_celery._lazy import Lazy
 
 THREADS = 16
 

@@ -120,9 +120,11 @@ SURFACE: dict[str, list[str]] = {
     "ghapp_celery.oauth": [
         "GitHubOAuthFlow",
         "GitHubTokens",
+        "HoldsOAuth",
         "InvalidSession",
         "OAuthConfig",
         "OAuthFlowError",
+        "OAuthIntegration",
         "OAuthManager",
         "OAuthSettings",
         "RefreshingUserCredentials",

@@ -13,10 +13,9 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ghapp_celery.context import current_delivery
+from ghapp_celery._lazy import Lazy
 from ghapp_celery.exceptions import GitHubAppError
 from ghapp_celery.github.auth import GitHubAppAuth
-from ghapp_celery.lazy import Lazy
 
 if TYPE_CHECKING:
     from ghapp_celery.config import Settings
@@ -32,7 +31,15 @@ class AppCredentials:
     force when it is first used.
     """
 
-    def __init__(self, settings: Callable[[], Settings], lock: threading.RLock) -> None:
+    def __init__(
+        self,
+        settings: Callable[[], Settings],
+        lock: threading.RLock,
+        current_installation: Callable[[], int | None],
+    ) -> None:
+        # The current delivery's installation is passed in, not read from ghapp_celery.context:
+        # context builds clients from this package (Event.github), so github/ stays below it.
+        self._current_installation = current_installation
         self._settings = settings
         self._auth = Lazy(self._create_auth, lock)
 
@@ -62,24 +69,24 @@ class AppCredentials:
         """``installation_id`` if given, else the current delivery's; 400 if neither."""
         if installation_id is not None:
             return installation_id
-        delivery = current_delivery()
-        if delivery is None or delivery.installation_id is None:
+        current = self._current_installation()
+        if current is None:
             raise GitHubAppError(
                 "Missing installation id; provide installation_id or call within a webhook "
                 "delivery that has one",
                 status=400,
             )
-        return delivery.installation_id
+        return current
 
     def installation_token(self) -> str | None:
         """The current delivery's installation token (cached; minted on first use), or None
         outside a delivery or for a delivery without an installation."""
-        delivery = current_delivery()
-        if delivery is None or delivery.installation_id is None:
+        installation_id = self._current_installation()
+        if installation_id is None:
             return None
         auth = self.auth
-        cached = auth.cached_token(delivery.installation_id)
-        return (cached or auth.get_access_token(delivery.installation_id)).token
+        cached = auth.cached_token(installation_id)
+        return (cached or auth.get_access_token(installation_id)).token
 
     async def aclose(self) -> None:
         """Close the HTTP sessions and clients of the auth, if it was ever built."""

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from fastapi import FastAPI, HTTPException, Request
 
-from ..lazy import Lazy
+from .._lazy import Lazy
 from .errors import unauthorized
 from .hooks import Callback, Hooks
 from .settings import OAuthConfig, OAuthSettings, resolve

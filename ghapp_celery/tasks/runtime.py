@@ -3,7 +3,7 @@
 It owns the Celery app that runs the background handlers, the delivery store, the scheduler
 that records runs and publishes their messages, and replay and the sweeper over those. Each
 part is created on first use (an app whose handlers are all inline never builds a Celery
-app), under the GitHubApp's one lock (see ``ghapp_celery.lazy``).
+app), under the GitHubApp's one lock (see ``ghapp_celery._lazy``).
 
 The handler tasks take this runtime as their ``AppServices``: it hands them the app's
 settings and credentials and its own store, so a task reaches nothing else of the app.
@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..lazy import Lazy
+from .._lazy import Lazy
 from ..routing import HandlerRegistry, HandlerSpec
 
 if TYPE_CHECKING:
