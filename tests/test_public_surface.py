@@ -116,6 +116,7 @@ SURFACE: dict[str, list[str]] = {
         "STATUS_NO_FUNC_CALLED",
         "STATUS_QUEUED",
         "WebhookIntake",
+        "webhook_router",
     ],
     "ghapp_celery.oauth": [
         "GitHubOAuthFlow",

@@ -15,6 +15,7 @@ from .route import (
     BodyBudget,
     IntakePolicy,
     WebhookIntake,
+    webhook_router,
 )
 
 __all__ = [
@@ -25,4 +26,5 @@ __all__ = [
     "BodyBudget",
     "IntakePolicy",
     "WebhookIntake",
+    "webhook_router",
 ]
