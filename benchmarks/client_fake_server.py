@@ -16,7 +16,7 @@ from pathlib import Path
 
 from starlette.requests import Request
 
-from ghapp_celery._fake_github import Credential, FakeClock, FakeGitHub, Reply
+from ghapp_celery.testing import Credential, FakeClock, FakeGitHub, Reply
 
 
 class WallClock(FakeClock):

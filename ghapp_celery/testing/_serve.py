@@ -1,4 +1,4 @@
-"""Serve an ASGI app with uvicorn on loopback in a background thread (tests, FakeGitHub, CLI)."""
+"""Serve an ASGI app with uvicorn on loopback in a background thread (tests, FakeGitHub)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import uvicorn
 
-from .logging_filters import redact_access_log
+from ghapp_celery.logging_filters import redact_access_log
 
 __all__ = ["serve"]
 
