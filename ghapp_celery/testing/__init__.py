@@ -18,6 +18,14 @@ from __future__ import annotations
 from ghapp_celery.testing._events import make_delivery, make_event
 from ghapp_celery.testing._github import FakeGitHub
 from ghapp_celery.testing._graphql import default_resolver
+from ghapp_celery.testing._harness import (
+    AppFactory,
+    Deliveries,
+    PostedDelivery,
+    WebhookClient,
+    background_worker,
+    serve_webhooks,
+)
 from ghapp_celery.testing._keys import make_private_key, public_key_pem
 from ghapp_celery.testing._oauth import ACCESS_TTL, REFRESH_TTL, FakeOAuth, FakeUser
 from ghapp_celery.testing._serve import serve
@@ -38,9 +46,11 @@ from ghapp_celery.webhooks import sign, signed_request, webhook_headers
 __all__ = [
     "ACCESS_TTL",
     "REFRESH_TTL",
+    "AppFactory",
     "AuthKind",
     "Clock",
     "Credential",
+    "Deliveries",
     "Endpoint",
     "FakeClock",
     "FakeGitHub",
@@ -50,14 +60,18 @@ __all__ = [
     "GraphQLResolver",
     "Handler",
     "IssuedToken",
+    "PostedDelivery",
     "RecordedRequest",
     "Reply",
+    "WebhookClient",
+    "background_worker",
     "default_resolver",
     "make_delivery",
     "make_event",
     "make_private_key",
     "public_key_pem",
     "serve",
+    "serve_webhooks",
     "sign",
     "signed_request",
     "webhook_headers",
