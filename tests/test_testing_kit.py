@@ -39,10 +39,38 @@ def test_fake_githubs_default_clock_follows_real_time() -> None:
     assert controlled.clock() == 1_700_000_000.0
 
 
+def installations(fake: FakeGitHub, now: int) -> httpx.Response:
+    """``GET /app/installations`` with an app JWT minted at ``now``, as the app mints it."""
+    claims = {"iat": now - 30, "exp": now + 540, "iss": str(fake.app_id)}
+    token = jwt.encode(claims, fake.private_key_pem, algorithm="RS256")
+    headers = {"Authorization": f"Bearer {token}", "User-Agent": "test"}
+
+    async def get() -> httpx.Response:
+        transport = httpx.ASGITransport(app=fake.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://fake") as client:
+            return await client.get("/app/installations", headers=headers)
+
+    return asyncio.run(get())
+
+
+def test_a_jwt_minted_fifteen_minutes_later_is_accepted_by_the_default_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    follows, frozen = FakeGitHub(), FakeGitHub(clock=FakeClock())
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 900)  # fifteen minutes pass
+    assert installations(follows, int(time.time())).status_code == 200
+    # A clock frozen at construction (the old default) sees that JWT issued in its future.
+    refused = installations(frozen, int(time.time()))
+    assert refused.status_code == 401
+    assert "'Issued at' claim" in refused.json()["message"]
+
+
 def test_make_event_points_event_github_at_the_fake(ghapp_fake_github: FakeGitHub) -> None:
     ghapp_fake_github.add_repo(REPO, issues=1)
 
     async def thank(event: Event) -> None:
+        assert event.repository is not None
         await event.github.create_comment(event.repository, 1, "Thanks!")
 
     event = make_event("issues", ISSUE, action="opened", github=ghapp_fake_github)

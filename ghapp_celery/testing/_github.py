@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -64,6 +63,7 @@ from ghapp_celery.testing._types import (
     Handler,
     RecordedRequest,
     Reply,
+    real_time,
 )
 
 __all__ = ["API_VERSIONS", "FakeGitHub"]
@@ -102,7 +102,7 @@ class FakeGitHub(FakeState):
             app_id=app_id,
             client_id=client_id,
             private_key_pem=private_key_pem or make_private_key(),
-            clock=clock or time.time,
+            clock=clock or real_time,
             installations=installations,
             token_ttl=token_ttl,
             token_format=token_format,

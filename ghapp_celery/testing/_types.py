@@ -28,6 +28,7 @@ __all__ = [
     "RecordedRequest",
     "Reply",
     "iso",
+    "real_time",
 ]
 
 #: What an endpoint requires: the app's JWT, an installation or user token, or nothing.
@@ -35,6 +36,12 @@ AuthKind = Literal["jwt", "token", "none"]
 
 #: Seconds since the epoch, now: ``time.time`` or a FakeClock.
 Clock = Callable[[], float]
+
+
+def real_time() -> float:
+    """FakeGitHub's default clock: ``time.time()``, looked up on each call so that a test which
+    monkeypatches ``time.time`` moves the fake's clock too."""
+    return time.time()
 
 
 def iso(epoch: float) -> str:
