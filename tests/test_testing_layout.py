@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from graphlib import CycleError, TopologicalSorter
 from itertools import pairwise
 from pathlib import Path
@@ -102,3 +104,14 @@ def test_no_private_fake_github_module_is_left_at_the_package_root() -> None:
     root = ROOT.parent
     assert not list(root.glob("_fake_github*.py"))
     assert not (root / "_server.py").exists()
+
+
+def test_loading_the_pytest_plugin_imports_no_server_broker_or_database() -> None:
+    # pytest imports the plugin in every run of every project with ghapp_celery installed.
+    heavy = ["celery", "kombu", "sqlalchemy", "alembic", "uvicorn", "redis", "psycopg"]
+    code = (
+        "import sys, ghapp_celery.testing.pytest_plugin\n"
+        f"print([m for m in {heavy!r} if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
