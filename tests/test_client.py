@@ -19,7 +19,6 @@ import httpx
 import pytest
 from starlette.requests import Request
 
-from ghapp_celery._fake_github import Credential, FakeClock, FakeGitHub, Reply
 from ghapp_celery.exceptions import (
     Forbidden,
     GitHubAppBadCredentials,
@@ -41,6 +40,7 @@ from ghapp_celery.exceptions import (
 )
 from ghapp_celery.github import AsyncGitHubClient, GitHubAppAuth, GitHubSession, api_urls
 from ghapp_celery.policy import DEFAULT_RETRY, Outcome, classify
+from ghapp_celery.testing import Credential, FakeClock, FakeGitHub, Reply
 
 if TYPE_CHECKING:
     from tests._github_fixtures import Sleeps

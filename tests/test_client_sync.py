@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ghapp_celery._fake_github import FakeClock, FakeGitHub
 from ghapp_celery.exceptions import NotFound, RateLimited, SecondaryRateLimited, Unauthorized
 from ghapp_celery.github import (
     AsyncGitHubClient,
@@ -24,6 +23,7 @@ from ghapp_celery.github import (
     session_resource,
     sync_client_for,
 )
+from ghapp_celery.testing import FakeClock, FakeGitHub
 
 if TYPE_CHECKING:
     from tests._github_fixtures import Sleeps

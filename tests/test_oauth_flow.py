@@ -16,12 +16,12 @@ from fastapi import HTTPException, Request
 from sqlalchemy import select
 
 from ghapp_celery import GitHubApp
-from ghapp_celery._fake_github_oauth import ACCESS_TTL
 from ghapp_celery.github.auth import GitHubAppAuth
 from ghapp_celery.github.client import AsyncGitHubClient
 from ghapp_celery.github.registry import aclose_sessions, session_for
 from ghapp_celery.oauth import RefreshingUserCredentials
 from ghapp_celery.store.models import oauth_tokens
+from ghapp_celery.testing import ACCESS_TTL
 from tests.test_oauth_harness import (
     PREFIX,
     SESSION_SECRET,
@@ -254,9 +254,8 @@ def test_the_example_app_signs_in_lists_and_signs_out(
     import httpx
 
     from examples.oauth_login import create_app
-    from ghapp_celery._fake_github_oauth import FakeOAuth
     from ghapp_celery.config import Settings
-    from ghapp_celery.testing import FakeGitHub, serve
+    from ghapp_celery.testing import FakeGitHub, FakeOAuth, serve
     from tests.test_oauth_harness import CLIENT_SECRET, free_port
 
     fake = FakeGitHub()
