@@ -5,8 +5,9 @@ collaborators. Every lazy part, the resolved settings and the intake's policy am
 ``ghapp_celery._lazy.Lazy`` created on first use under the app's one lock:
 
 - ``credentials``: the app's GitHub credentials and token cache (``github.credentials``);
-- ``background``: the Celery app, the delivery store, the scheduler, replay and the sweeper
-  (``tasks.runtime``), built only when a background handler or the store is first needed;
+- ``background``: the Celery app, the scheduler, replay and the sweeper over the app's
+  delivery store (``tasks.runtime``), built only when a background handler first needs it;
+- ``store``: the delivery store, built on first read (the status API reads it alone);
 - ``intake``: the webhook route's ``WebhookIntake``;
 - ``oauth_integration``: GitHub login for the app's users (``oauth.integration``).
 
@@ -120,6 +121,7 @@ class GitHubApp:
         self._policy = Lazy(self._create_intake_policy, lock)
         self.credentials = AppCredentials(lambda: self.settings, lock, _current_installation)
         self._background: Lazy[BackgroundRuntime] = Lazy(self._create_background, lock)
+        self._store: Lazy[DeliveryStore] = Lazy(self._create_store, lock)
         self._oauth: Lazy[OAuthIntegration] = Lazy(self._create_oauth, lock)
         self._intake = Lazy(self._create_intake, lock)
         self._router = Lazy(self._create_router, lock)
@@ -175,9 +177,17 @@ class GitHubApp:
             self.registry,
             settings=lambda: self.settings,
             auth=lambda: self.auth,
+            store=self._store.get,
             purge_oauth=self._purge_oauth,
             lock=self._lock,
         )
+
+    def _create_store(self) -> DeliveryStore:
+        # The app's part, which the background runtime is given: reading the store alone (the
+        # status API) loads SQLAlchemy, not the tasks package and kombu.
+        from .store import DeliveryStore
+
+        return DeliveryStore(self.settings.store_url())
 
     @property
     def oauth_integration(self) -> OAuthIntegration:
@@ -363,7 +373,7 @@ class GitHubApp:
     @property
     def store(self) -> DeliveryStore:
         """The delivery store (SQLite in GITHUBAPP_DATA_DIR unless GITHUBAPP_DATABASE_URL)."""
-        return self.background.store
+        return self._store.get()
 
     @property
     def scheduler(self) -> CeleryScheduler:
