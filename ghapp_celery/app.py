@@ -1,12 +1,13 @@
 """GitHubApp: the object a user creates. It keeps fastapi-githubapp 0.2.7's public API.
 
-It owns the settings and the handler registry, mounts the webhook route, and holds its parts
-as typed collaborators, each created on first use under the app's one lock
-(``ghapp_celery._lazy``):
+It owns the handler registry, mounts the webhook route, and holds its parts as typed
+collaborators. Every lazy part, the resolved settings and the intake's policy among them, is a
+``ghapp_celery._lazy.Lazy`` created on first use under the app's one lock:
 
 - ``credentials``: the app's GitHub credentials and token cache (``github.credentials``);
-- ``background``: the Celery app, the delivery store, the scheduler, replay and the sweeper
-  (``tasks.runtime``), built only when a background handler or the store is first needed;
+- ``background``: the Celery app, the scheduler, replay and the sweeper over the app's
+  delivery store (``tasks.runtime``), built only when a background handler first needs it;
+- ``store``: the delivery store, built on first read (the status API reads it alone);
 - ``intake``: the webhook route's ``WebhookIntake``;
 - ``oauth_integration``: GitHub login for the app's users (``oauth.integration``).
 
@@ -110,18 +111,20 @@ class GitHubApp:
             given.update(secret_fields(github_app_secret))
         self._overrides = {k: v for k, v in given.items() if v is not None}
         self._base_settings = settings
-        self._settings: Settings | None = None
         self.config: dict[str, Any] = {}
         self.registry = HandlerRegistry()
         # The one lock of every lazy part. Re-entrant: a part's factory may read a sibling
         # (the router reads the intake; the scheduler, the Celery app and the store).
         self._lock = lock = threading.RLock()
+        # Reset by init_app, which lays app.config (load_env's values) under the keywords.
+        self._settings = Lazy(self._resolve_settings, lock)
+        self._policy = Lazy(self._create_intake_policy, lock)
         self.credentials = AppCredentials(lambda: self.settings, lock, _current_installation)
         self._background: Lazy[BackgroundRuntime] = Lazy(self._create_background, lock)
+        self._store: Lazy[DeliveryStore] = Lazy(self._create_store, lock)
         self._oauth: Lazy[OAuthIntegration] = Lazy(self._create_oauth, lock)
         self._intake = Lazy(self._create_intake, lock)
         self._router = Lazy(self._create_router, lock)
-        self._policy_cache: tuple[Settings, IntakePolicy] | None = None
         self._initialized = False
         if app is not None:
             self.init_app(app)
@@ -130,9 +133,10 @@ class GitHubApp:
 
     @property
     def settings(self) -> Settings:
-        if self._settings is None:
-            self._settings = resolve_settings(self.config, self._overrides, self._base_settings)
-        return self._settings
+        return self._settings.get()
+
+    def _resolve_settings(self) -> Settings:
+        return resolve_settings(self.config, self._overrides, self._base_settings)
 
     @property
     def id(self) -> str | None:
@@ -173,9 +177,17 @@ class GitHubApp:
             self.registry,
             settings=lambda: self.settings,
             auth=lambda: self.auth,
+            store=self._store.get,
             purge_oauth=self._purge_oauth,
             lock=self._lock,
         )
+
+    def _create_store(self) -> DeliveryStore:
+        # The app's part, which the background runtime is given: reading the store alone (the
+        # status API) loads SQLAlchemy, not the tasks package and kombu.
+        from .store import DeliveryStore
+
+        return DeliveryStore(self.settings.store_url())
 
     @property
     def oauth_integration(self) -> OAuthIntegration:
@@ -216,14 +228,11 @@ class GitHubApp:
         return webhook_router(self.settings.webhook_path, self.intake.__call__)
 
     def _intake_policy(self) -> IntakePolicy:
-        # Built once per settings object: it is read on every delivery.
-        settings = self.settings
-        cached = self._policy_cache
-        if cached is not None and cached[0] is settings:
-            return cached[1]
-        policy = IntakePolicy.from_settings(settings)
-        self._policy_cache = (settings, policy)
-        return policy
+        # Read on every delivery: built once from the settings, again after init_app.
+        return self._policy.get()
+
+    def _create_intake_policy(self) -> IntakePolicy:
+        return IntakePolicy.from_settings(self.settings)
 
     # -- mounting ----------------------------------------------------------------------------
 
@@ -237,7 +246,9 @@ class GitHubApp:
         self.config = app.config  # type: ignore[attr-defined]
         if route is not None:
             self._overrides["webhook_path"] = route
-        self._settings = None  # re-read: app.config may carry load_env values
+        # Re-read both: app.config may carry load_env values.
+        self._settings.reset()
+        self._policy.reset()
         self._warn_about_verification()
         app.include_router(self.router)
         self._mount_status_api(app)
@@ -362,7 +373,7 @@ class GitHubApp:
     @property
     def store(self) -> DeliveryStore:
         """The delivery store (SQLite in GITHUBAPP_DATA_DIR unless GITHUBAPP_DATABASE_URL)."""
-        return self.background.store
+        return self._store.get()
 
     @property
     def scheduler(self) -> CeleryScheduler:

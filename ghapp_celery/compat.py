@@ -12,10 +12,13 @@ import inspect
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .exceptions import GitHubRateLimitError
 from .github.ratelimit import is_rate_limited, rate_limit_info, retry_delay
+
+if TYPE_CHECKING:
+    from .app import GitHubApp
 
 __all__ = [
     "RateLimitedGhApi",
@@ -133,8 +136,13 @@ def async_ghapi_client(token: str, base_url: str) -> Any:
     return GhApi(token=token, gh_host=base_url)  # type: ignore[no-untyped-call]
 
 
-def with_rate_limit_handling(github_app: Any) -> Callable[[F], F]:
-    """Decorator: inside the handler, ``github_app.client()`` retries calls on rate limits."""
+def with_rate_limit_handling(github_app: GitHubApp) -> Callable[[F], F]:
+    """Decorator: inside the handler, ``github_app.client()`` retries calls on rate limits.
+
+    ``github_app`` is 0.2.7's argument, kept for its signature: the decorator only marks the
+    handler's context, and each ``client()`` retries through the app that made it.
+    """
+    del github_app
 
     def decorator(func: F) -> F:
         if inspect.iscoroutinefunction(func):

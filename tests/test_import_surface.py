@@ -34,6 +34,8 @@ seen["GitHubApp(FastAPI())"] = loaded()
 @GitHubApp(FastAPI()).on("issues.opened")
 def inline() -> None: ...
 seen["inline handler"] = loaded()
+GitHubApp().store
+seen["store"] = loaded()
 print(json.dumps(seen))
 """
 
@@ -60,3 +62,8 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
 )
 def test_nothing_heavy_is_loaded(loaded: dict[str, list[str]], step: str) -> None:
     assert loaded[step] == []
+
+
+def test_reading_the_store_loads_sqlalchemy_alone(loaded: dict[str, list[str]]) -> None:
+    # The status API reads only the store: no Celery, kombu or billiard for it.
+    assert loaded["store"] == ["sqlalchemy"]

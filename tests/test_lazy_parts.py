@@ -201,3 +201,62 @@ def test_racing_threads_create_the_intake_and_oauth_integration_once(
     assert all(value is integrations[0] for value in race(lambda: github_app.oauth_integration))
     assert len(intakes) == 1
     assert len(integrations) == 1
+
+
+def test_racing_threads_resolve_the_settings_and_intake_policy_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ghapp_celery.config import resolve_settings
+    from ghapp_celery.intake import IntakePolicy
+
+    resolved: list[Settings] = []
+    original = resolve_settings
+
+    def slow_resolve(*args: Any, **kwargs: Any) -> Settings:
+        time.sleep(0.05)
+        settings = original(*args, **kwargs)
+        resolved.append(settings)
+        return settings
+
+    policies: list[IntakePolicy] = []
+    original_policy = IntakePolicy.from_settings
+
+    def slow_policy(settings: Settings) -> IntakePolicy:
+        time.sleep(0.05)
+        policy = original_policy(settings)
+        policies.append(policy)
+        return policy
+
+    monkeypatch.setattr("ghapp_celery.app.resolve_settings", slow_resolve)
+    monkeypatch.setattr(IntakePolicy, "from_settings", staticmethod(slow_policy))
+    github_app = GitHubApp(settings=Settings(data_dir=tmp_path))
+    assert all(value is resolved[0] for value in race(lambda: github_app.settings))
+    assert all(value is policies[0] for value in race(github_app._intake_policy))
+    assert len(resolved) == 1
+    assert len(policies) == 1
+
+
+def test_init_app_resolves_the_settings_and_intake_policy_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from ghapp_celery.webhooks import signed_request
+
+    # examples.quickstart.app sets a development secret in os.environ when it is imported.
+    monkeypatch.delenv("GITHUBAPP_WEBHOOK_SECRET", raising=False)
+    github_app = GitHubApp(settings=Settings(data_dir=tmp_path))
+    before = github_app.settings
+    assert before.webhook_secrets() == []  # read before init_app: no secret yet
+    github_app.on("ping")(lambda: "pong")
+    app = FastAPI()
+    app.config = {"GITHUBAPP_WEBHOOK_SECRET": "from-app-config"}  # type: ignore[attr-defined]
+    github_app.init_app(app)
+    assert github_app.settings is not before
+    with TestClient(app) as client:
+        route = github_app.settings.webhook_path
+        unsigned = client.post(route, json={"zen": "x"}, headers={"X-GitHub-Event": "ping"})
+        assert unsigned.status_code == 401
+        body, headers = signed_request("ping", {"zen": "x"}, secret="from-app-config")
+        assert client.post(route, content=body, headers=headers).status_code == 200

@@ -33,12 +33,12 @@ __all__ = ["BackgroundRuntime"]
 class BackgroundRuntime:
     """The Celery app, store, scheduler, replay and sweep of one GitHubApp.
 
-    ``settings`` and ``auth`` are callables: the app resolves both lazily and may re-read its
-    settings in ``init_app``. ``purge_oauth`` deletes the ended OAuth sessions' rows on each
-    sweep and returns how many (None when the app keeps no OAuth sessions).
-
-    The celery and SQLAlchemy imports stay inside the factories: reading ``store`` loads no
-    Celery (the tasks package itself loads kombu, for the embedded broker's URL scheme).
+    ``settings``, ``auth`` and ``store`` are callables: the app creates each lazily and may
+    re-read its settings in ``init_app``. The store is the app's own part, not created here:
+    this package loads kombu (for the embedded broker's URL scheme), and an app that only reads
+    its store (the status API) loads SQLAlchemy alone. ``purge_oauth`` deletes the ended OAuth
+    sessions' rows on each sweep and returns how many (None when the app keeps no OAuth
+    sessions). The celery imports stay inside the factories.
     """
 
     def __init__(
@@ -47,15 +47,16 @@ class BackgroundRuntime:
         *,
         settings: Callable[[], Settings],
         auth: Callable[[], GitHubAppAuth],
+        store: Callable[[], DeliveryStore],
         purge_oauth: Callable[[], int | None],
         lock: threading.RLock,
     ) -> None:
         self.registry = registry
         self._settings = settings
         self._auth = auth
+        self._store = store
         self._purge_oauth = purge_oauth
         self._celery = Lazy(self._create_celery, lock)
-        self._store = Lazy(self._create_store, lock)
         self._scheduler = Lazy(self._create_scheduler, lock)
 
     # -- AppServices, for the handler tasks ---------------------------------------------------
@@ -76,7 +77,7 @@ class BackgroundRuntime:
 
     @property
     def store(self) -> DeliveryStore:
-        return self._store.get()
+        return self._store()
 
     @property
     def scheduler(self) -> CeleryScheduler:
@@ -95,11 +96,6 @@ class BackgroundRuntime:
         register_sweep_task(celery, self.sweep, settings)
         install_signal_handlers(celery)
         return celery
-
-    def _create_store(self) -> DeliveryStore:
-        from ..store import DeliveryStore
-
-        return DeliveryStore(self.settings.store_url())
 
     def _create_scheduler(self) -> CeleryScheduler:
         from .scheduler import CeleryScheduler
