@@ -41,7 +41,7 @@ def create_app(**github_app_options: Any) -> tuple[FastAPI, GitHubApp]:
 
     @app.get("/", response_class=HTMLResponse)
     def home(
-        user: dict[str, Any] | None = Depends(github_app.optional_user),  # noqa: B008
+        user: dict[str, Any] | None = Depends(github_app.optional_user),
     ) -> str:
         if user is None:
             login = "/auth/github/login?redirect=true&redirect_to=/"
@@ -54,7 +54,7 @@ def create_app(**github_app_options: Any) -> tuple[FastAPI, GitHubApp]:
 
     @app.get("/me/repos")
     async def my_repos(
-        user: dict[str, Any] = Depends(github_app.require_user),  # noqa: B008
+        user: dict[str, Any] = Depends(github_app.require_user),
     ) -> dict[str, Any]:
         # Acts as the user: their token, refreshed when it has expired (every 8 hours).
         async with github_app.user_github(user) as gh:

@@ -92,18 +92,18 @@ def build_app(github_app: GitHubApp) -> FastAPI:
     app = FastAPI()
 
     @app.get("/me")
-    def me(user: dict[str, Any] = Depends(github_app.require_user)) -> dict[str, Any]:  # noqa: B008
+    def me(user: dict[str, Any] = Depends(github_app.require_user)) -> dict[str, Any]:
         return {"login": user["login"]}
 
     @app.get("/maybe")
     def maybe(
-        user: dict[str, Any] | None = Depends(github_app.optional_user),  # noqa: B008
+        user: dict[str, Any] | None = Depends(github_app.optional_user),
     ) -> dict[str, Any]:
         return {"login": None if user is None else user["login"]}
 
     @app.get("/gh/user")
     async def gh_user(
-        user: dict[str, Any] = Depends(github_app.get_current_user),  # noqa: B008
+        user: dict[str, Any] = Depends(github_app.get_current_user),
     ) -> dict[str, Any]:
         async with github_app.user_github(user) as gh:
             profile = (await gh.get("/user")).data

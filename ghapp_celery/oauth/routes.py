@@ -173,7 +173,7 @@ def build_router(
         return response
 
     @router.get("/user")
-    async def oauth_user(current: dict[str, Any] = Depends(current_user)) -> dict[str, Any]:  # noqa: B008
+    async def oauth_user(current: dict[str, Any] = Depends(current_user)) -> dict[str, Any]:
         return current
 
     return router
