@@ -42,7 +42,7 @@ class ContentEndpoints:
             return error_reply(404)
         path = request.path_params["path"].strip("/")
         current = repo.files.get(path)
-        sha = hashlib.sha1(current).hexdigest() if current is not None else None  # noqa: S324
+        sha = None if current is None else hashlib.sha1(current, usedforsecurity=False).hexdigest()
         if request.method == "GET":
             if current is None:
                 return error_reply(404)
@@ -77,7 +77,7 @@ class ContentEndpoints:
         except ValueError:
             return validation_reply("Contents", "invalid", "content")
         repo.files[path] = raw
-        new_sha = hashlib.sha1(raw).hexdigest()  # noqa: S324
+        new_sha = hashlib.sha1(raw, usedforsecurity=False).hexdigest()
         body = {"content": {"path": path, "sha": new_sha}, "commit": {"message": data["message"]}}
         return Reply(200 if current is not None else 201, body)
 

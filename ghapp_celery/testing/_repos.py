@@ -194,7 +194,7 @@ class RepoEndpoints:
         for name in ("title", "head", "base"):
             if not data.get(name):
                 return validation_reply("PullRequest", "missing_field", name)
-        sha = hashlib.sha1(str(data["head"]).encode()).hexdigest()  # noqa: S324
+        sha = hashlib.sha1(str(data["head"]).encode(), usedforsecurity=False).hexdigest()
         pull = self.state.new_issue(
             repo,
             str(data["title"]),

@@ -115,7 +115,7 @@ class FakeState:
         for n in range(issues):
             self.new_issue(repo, f"Issue {n + 1}", f"Body of issue {n + 1}")
         for n in range(pulls):
-            sha = hashlib.sha1(f"{full_name}#{n}".encode()).hexdigest()  # noqa: S324
+            sha = hashlib.sha1(f"{full_name}#{n}".encode(), usedforsecurity=False).hexdigest()
             self.new_issue(
                 repo,
                 f"Pull {n + 1}",
