@@ -8,9 +8,10 @@ the token, so an installation's hourly token rotation changes nothing but the he
 from __future__ import annotations
 
 import hashlib
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from ghapp_celery.github.auth import GitHubAppAuth
+if TYPE_CHECKING:  # auth.py imports the clients to mint through them
+    from ghapp_celery.github.auth import GitHubAppAuth
 
 __all__ = ["AppCredentials", "Credentials", "InstallationCredentials", "TokenCredentials"]
 

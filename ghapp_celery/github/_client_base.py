@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import httpx
 
@@ -15,8 +15,10 @@ from ghapp_celery.github._client_auth import (
 )
 from ghapp_celery.github._client_core import GitHubResponse
 from ghapp_celery.github._client_session import Exchange, GitHubSession
-from ghapp_celery.github.auth import GitHubAppAuth
 from ghapp_celery.github.ratelimit import RateLimit, rate_limit_info
+
+if TYPE_CHECKING:  # auth.py imports the clients to mint through them
+    from ghapp_celery.github.auth import GitHubAppAuth
 
 __all__ = ["ClientBase"]
 
