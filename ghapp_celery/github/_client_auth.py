@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:  # auth.py imports the clients to mint through them
     from ghapp_celery.github.auth import GitHubAppAuth
 
-__all__ = ["AppCredentials", "Credentials", "InstallationCredentials", "TokenCredentials"]
+__all__ = ["AppJWTCredentials", "Credentials", "InstallationCredentials", "TokenCredentials"]
 
 
 class Credentials(Protocol):
@@ -32,7 +32,7 @@ class Credentials(Protocol):
         ...
 
 
-class AppCredentials:
+class AppJWTCredentials:
     """The app itself: an RS256 JWT, made fresh for every request (``/app/...`` endpoints)."""
 
     def __init__(self, auth: GitHubAppAuth) -> None:

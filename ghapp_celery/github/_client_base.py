@@ -8,7 +8,7 @@ import httpx
 
 from ghapp_celery.exceptions import ConfigurationError, GraphQLError, RateLimited
 from ghapp_celery.github._client_auth import (
-    AppCredentials,
+    AppJWTCredentials,
     Credentials,
     InstallationCredentials,
     TokenCredentials,
@@ -64,7 +64,7 @@ class ClientBase:
             raise ConfigurationError("a GitHub client needs a GitHubAppAuth or a token")
         if installation_id is not None:
             return InstallationCredentials(auth, installation_id)
-        return AppCredentials(auth)
+        return AppJWTCredentials(auth)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.credentials.identity!r}, {self.session.rest_url!r})"

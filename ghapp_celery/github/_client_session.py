@@ -36,7 +36,7 @@ from ghapp_celery.github._client_core import (
     RateLimitTracker,
     RetrySettings,
     api_urls,
-    decode_body,
+    decode_answer,
     error_from_response,
     exhausted_error,
     resource_for,
@@ -283,7 +283,7 @@ class Exchange:
         limit = s.tracker.update(self.identity, response.headers, self.resource)
         if status == 304 and entry is not None:
             s.tracker.record_success(self.identity)
-            data = decode_body(entry.body, entry.content_type)
+            data = decode_answer(entry.body, entry.content_type)
             headers = response.headers
             if entry.link and "link" not in headers:
                 headers = headers.copy()
@@ -292,7 +292,7 @@ class Exchange:
         content = response.content
         ctype = response.headers.get("content-type")
         try:
-            data = decode_body(content, ctype)
+            data = decode_answer(content, ctype)
         except ValueError:
             data = response.text
         if 200 <= status < 300:
