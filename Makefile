@@ -6,7 +6,9 @@ STAMP  := $(VENV)/.installed-stamp
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run test test-faults lint format bench clean
+DOCS_STAMP := $(VENV)/.docs-stamp
+
+.PHONY: install run test test-faults lint format bench docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,14 +29,17 @@ test: $(STAMP)
 test-faults: $(STAMP)
 	$(BIN)/python -m pytest -m faults tests/faults $(PYTEST_ARGS)
 
+# ruff, mypy --strict (package, tests, benchmarks, examples) and the import rules
+# (import-linter; contracts in pyproject.toml).
 lint: $(STAMP)
-	$(BIN)/ruff check ghapp_celery tests benchmarks examples
-	$(BIN)/ruff format --check ghapp_celery tests benchmarks examples
+	$(BIN)/ruff check ghapp_celery tests benchmarks examples tools
+	$(BIN)/ruff format --check ghapp_celery tests benchmarks examples tools
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: $(STAMP)
-	$(BIN)/ruff format ghapp_celery tests benchmarks examples
-	$(BIN)/ruff check --fix ghapp_celery tests benchmarks examples
+	$(BIN)/ruff format ghapp_celery tests benchmarks examples tools
+	$(BIN)/ruff check --fix ghapp_celery tests benchmarks examples tools
 
 # Benchmarks, not tests: each writes its section of docs/performance.md (about 15 minutes).
 bench: $(STAMP)
@@ -42,5 +47,13 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/background.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/client.py $(BENCH_ARGS)
 
+$(DOCS_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install -q -e '.[dev,redis,postgres,oauth,docs]'
+	touch $(DOCS_STAMP)
+
+# The docs site with its API reference, built strictly (a broken link or docstring fails).
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info site

@@ -149,7 +149,7 @@ def serve_fake_github(port: int, key_file: Path) -> None:
         rate_limit=10**9,
         installations=1,
     )
-    fake.requests = _Discard()  # type: ignore[assignment]  # no request log: memory stays flat
+    fake.requests = _Discard()  # no request log: memory stays flat
     uvicorn.run(fake.app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
@@ -409,7 +409,10 @@ def wait_broker_drained(broker: str, timeout: float) -> float:
         deadline = time.monotonic() + timeout
         empty_since = None
         while time.monotonic() < deadline:
-            queued, unacked = client.pipeline().llen("github.issues").hlen("unacked").execute()
+            pipe = client.pipeline()
+            pipe.llen("github.issues")
+            pipe.hlen("unacked")
+            queued, unacked = pipe.execute()
             if queued == 0 and unacked == 0:
                 if empty_since is not None:
                     return empty_since
@@ -812,9 +815,10 @@ def render(r: Results, quick: bool) -> str:
     add("")
     add("| worker | deliveries | target | handler runs/s | end to end | result |")
     add("|---|---:|---:|---:|---:|---|")
-    for t, target in ((r.io_threads, 400), (r.io_prefork, None)):
-        goal = f">= {target}/s" if target else "contrast (~37/s)"
-        ok = verdict(t.drain_rate >= target) if target else "-"
+    io_targets: tuple[tuple[Any, int | None], ...] = ((r.io_threads, 400), (r.io_prefork, None))
+    for t, io_target in io_targets:
+        goal = f">= {io_target}/s" if io_target else "contrast (~37/s)"
+        ok = verdict(t.drain_rate >= io_target) if io_target else "-"
         add(
             f"| `{t.pool}` | {t.deliveries:,} | {goal} | {t.drain_rate:,.0f}/s"
             f" | {t.e2e_rate:,.0f}/s | {ok} |"
@@ -881,7 +885,7 @@ def render(r: Results, quick: bool) -> str:
     assert c.post is not None
     lost = c.post.requests - c.stored_deliveries
     states = ", ".join(f"{k} {v:,}" for k, v in c.counts.items() if v) or "none"
-    ok = lost == 0 and c.counts.get("succeeded") == c.deliveries
+    crash_ok = lost == 0 and c.counts.get("succeeded") == c.deliveries
     add(f"**5. Worker crashes** (Redis, `{c.pool}`, {c.deliveries:,} deliveries, the whole "
         f"worker group SIGKILLed {c.kills} times and replaced; sweeper every 1 s)")  # fmt: skip
     add("")
@@ -889,7 +893,7 @@ def render(r: Results, quick: bool) -> str:
     add("|---|---:|---:|---|")
     add(f"| deliveries answered 202 / in the store | all | {c.post.requests:,} / "
         f"{c.stored_deliveries:,} | {verdict(lost == 0)} |")  # fmt: skip
-    add(f"| runs by state | all succeeded | {states} | {verdict(ok)} |")
+    add(f"| runs by state | all succeeded | {states} | {verdict(crash_ok)} |")
     add(f"| runs with attempts > 1 | - | {c.retried} | - |")
     add(f"| runs republished by the sweeper | - | {c.republished} | - |")
     add(f"| killed at (runs succeeded) | spaced | {', '.join(map(str, c.killed_at))} | - |")

@@ -101,7 +101,7 @@ async def ours_round(server: dict[str, Any]) -> float:
 
 
 async def token_burst(server: dict[str, Any]) -> int:
-    before = stats(server["url"])["token_requests"]
+    before = int(stats(server["url"])["token_requests"])
     auth = new_auth(server)  # an empty token cache, like a fresh worker process
     async with AsyncGitHubClient(auth, server["installation_id"], cache=False) as gh:
         await asyncio.gather(*(gh.get(p) for p in PATHS[:100]))

@@ -11,19 +11,11 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from starlette.requests import Request
 
-from ghapp_celery._fake_github import Credential, FakeClock, FakeGitHub, Reply
-
-
-class WallClock(FakeClock):
-    """FakeClock on real time: tokens and JWTs age as they would against GitHub."""
-
-    def __call__(self) -> float:
-        return time.time()
+from ghapp_celery.testing import Credential, FakeGitHub, Reply
 
 
 def main() -> None:
@@ -31,7 +23,8 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--issues", type=int, default=1000)
     args = parser.parse_args()
-    fake = FakeGitHub(clock=WallClock(), latency=args.latency, rate_limit=10_000_000)
+    # FakeGitHub's clock is real time: tokens and JWTs age as they would against GitHub.
+    fake = FakeGitHub(latency=args.latency, rate_limit=10_000_000)
     fake.add_repo("octo/bench", issues=args.issues)
     fake.requests = _Discard()  # a benchmark sends tens of thousands; keep no log
 

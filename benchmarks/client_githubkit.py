@@ -11,6 +11,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 from githubkit import AppInstallationAuthStrategy, GitHub, TokenAuthStrategy
@@ -29,7 +30,7 @@ async def drive(github: GitHub, paths: list[str], concurrency: int) -> float:
     return time.perf_counter() - started
 
 
-async def run(job: dict) -> dict:
+async def run(job: dict[str, Any]) -> dict[str, Any]:
     transport = None
     if job.get("pool"):
         limits = httpx.Limits(max_connections=job["pool"], max_keepalive_connections=job["pool"])

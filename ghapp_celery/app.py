@@ -1,28 +1,40 @@
 """GitHubApp: the object a user creates. It keeps fastapi-githubapp 0.2.7's public API.
 
-It owns the handler registry, mounts the webhook route, and hands out GitHub credentials and
-clients. Per-delivery state (``payload``, ``delivery_id``, ``event``) is read from a
-contextvar, so concurrent deliveries never see each other's data.
+It owns the settings and the handler registry, mounts the webhook route, and holds its parts
+as typed collaborators, each created on first use under the app's one lock
+(``ghapp_celery._lazy``):
+
+- ``credentials``: the app's GitHub credentials and token cache (``github.credentials``);
+- ``background``: the Celery app, the delivery store, the scheduler, replay and the sweeper
+  (``tasks.runtime``), built only when a background handler or the store is first needed;
+- ``intake``: the webhook route's ``WebhookIntake``;
+- ``oauth_integration``: GitHub login for the app's users (``oauth.integration``).
+
+Each fastapi-githubapp 0.2.7 method and property is a delegation to one of them.
+Per-delivery state (``payload``, ``delivery_id``, ``event``) is read from a contextvar, so
+concurrent deliveries never see each other's data.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 
-from ._app_background import BackgroundMixin
-from ._app_credentials import CredentialsMixin
-from ._app_oauth import OAuthMixin
-from .config import Settings
+from . import compat
+from ._lazy import Lazy
+from .config import Settings, as_text, load_env_into, resolve_settings, secret_fields
 from .context import current_delivery, set_current_delivery
 from .exceptions import GitHubAppError
-from .intake import IntakePolicy, WebhookIntake
+from .github.auth import GitHubAppAuth, InstallationAuthorization
+from .github.credentials import AppCredentials
+from .github.ratelimit import is_rate_limited, rate_limit_info, retry_delay
+from .intake import IntakePolicy, WebhookIntake, webhook_router
 from .policy import RetryPolicy
 from .routing import HandlerRegistry
 from .webhooks import Delivery
@@ -30,51 +42,28 @@ from .webhooks import Delivery
 if TYPE_CHECKING:
     from celery import Celery
 
-    from .github.auth import GitHubAppAuth
-    from .store import DeliveryStore
+    from .github import AsyncGitHubClient
+    from .oauth.integration import OAuthIntegration
+    from .oauth.manager import OAuthManager
+    from .store import DeliveryStore, RunRecord
+    from .tasks.runtime import BackgroundRuntime
     from .tasks.scheduler import CeleryScheduler
+    from .tasks.sweeper import SweepReport
 
 __all__ = ["GitHubApp"]
 
 LOG = logging.getLogger("ghapp_celery")
 F = TypeVar("F", bound=Callable[..., Any])
 
-# app.config key -> Settings field (fastapi-githubapp's load_env names).
-_CONFIG_FIELDS = {
-    "GITHUBAPP_ID": "id",
-    "GITHUBAPP_PRIVATE_KEY": "private_key",
-    "GITHUBAPP_WEBHOOK_SECRET": "webhook_secret",
-    "GITHUBAPP_WEBHOOK_PATH": "webhook_path",
-    "GITHUBAPP_URL": "url",
-    "GITHUBAPP_OAUTH_CLIENT_ID": "oauth_client_id",
-    "GITHUBAPP_OAUTH_CLIENT_SECRET": "oauth_client_secret",
-    "GITHUBAPP_OAUTH_SESSION_SECRET": "oauth_session_secret",
-    "GITHUBAPP_OAUTH_REDIRECT_URI": "oauth_redirect_uri",
-    "GITHUBAPP_OAUTH_SCOPES": "oauth_scopes",
-    "GITHUBAPP_ENABLE_OAUTH": "enable_oauth",
-    "GITHUBAPP_OAUTH_ROUTES_PREFIX": "oauth_routes_prefix",
-}
+
+def _current_installation() -> int | None:
+    """The installation id of the delivery being handled (request or worker), if any."""
+    delivery = current_delivery()
+    return None if delivery is None else delivery.installation_id
 
 
-def _text(value: Any) -> Any:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _secret_fields(secret: Any) -> dict[str, Any]:
-    """Constructor ``github_app_secret`` -> settings: str/bytes, False (off), or a list."""
-    if secret is False:
-        return {"webhook_secret": "False"}
-    if isinstance(secret, (list, tuple)):
-        values = [_text(s) for s in secret]
-        return {"webhook_secret": values[0], "webhook_secret_previous": values[1:]}
-    return {"webhook_secret": _text(secret)}
-
-
-class GitHubApp(BackgroundMixin, CredentialsMixin, OAuthMixin):
+class GitHubApp:
     """Receive GitHub webhooks on a FastAPI app and act as a GitHub App.
-
-    The GitHub credentials and clients (``_app_credentials``), the background side
-    (``_app_background``) and OAuth (``_app_oauth``) live in mixins of their own modules.
 
     ``GitHubApp(app)`` reads ``GITHUBAPP_*`` from the environment (and ``app.config``);
     keyword arguments win over both.
@@ -102,7 +91,7 @@ class GitHubApp(BackgroundMixin, CredentialsMixin, OAuthMixin):
     ) -> None:
         given: dict[str, Any] = {
             "id": None if github_app_id is None else str(github_app_id),
-            "private_key": _text(github_app_key),
+            "private_key": as_text(github_app_key),
             "url": github_app_url,
             "webhook_path": github_app_route,
             "oauth_client_id": oauth_client_id,
@@ -118,19 +107,20 @@ class GitHubApp(BackgroundMixin, CredentialsMixin, OAuthMixin):
             "rate_limit_max_sleep": rate_limit_max_sleep or None,
         }
         if github_app_secret is not None:
-            given.update(_secret_fields(github_app_secret))
+            given.update(secret_fields(github_app_secret))
         self._overrides = {k: v for k, v in given.items() if v is not None}
         self._base_settings = settings
         self._settings: Settings | None = None
         self.config: dict[str, Any] = {}
         self.registry = HandlerRegistry()
-        self._auth: GitHubAppAuth | None = None
-        self._lock = threading.Lock()
-        self._router: APIRouter | None = None
-        self._intake: WebhookIntake | None = None
-        self._celery: Celery | None = None
-        self._store: DeliveryStore | None = None
-        self._scheduler: CeleryScheduler | None = None
+        # The one lock of every lazy part. Re-entrant: a part's factory may read a sibling
+        # (the router reads the intake; the scheduler, the Celery app and the store).
+        self._lock = lock = threading.RLock()
+        self.credentials = AppCredentials(lambda: self.settings, lock, _current_installation)
+        self._background: Lazy[BackgroundRuntime] = Lazy(self._create_background, lock)
+        self._oauth: Lazy[OAuthIntegration] = Lazy(self._create_oauth, lock)
+        self._intake = Lazy(self._create_intake, lock)
+        self._router = Lazy(self._create_router, lock)
         self._policy_cache: tuple[Settings, IntakePolicy] | None = None
         self._initialized = False
         if app is not None:
@@ -141,23 +131,8 @@ class GitHubApp(BackgroundMixin, CredentialsMixin, OAuthMixin):
     @property
     def settings(self) -> Settings:
         if self._settings is None:
-            self._settings = self._resolve_settings()
+            self._settings = resolve_settings(self.config, self._overrides, self._base_settings)
         return self._settings
-
-    def _resolve_settings(self) -> Settings:
-        from_config = {
-            field: ("False" if value is False else _text(value))
-            for key, field in _CONFIG_FIELDS.items()
-            if (value := self.config.get(key)) is not None
-        }
-        if "GITHUBAPP_ID" in self.config:
-            from_config["id"] = str(self.config["GITHUBAPP_ID"])
-        merged = {**from_config, **self._overrides}
-        if self._base_settings is None:
-            return Settings(**merged)
-        # Validate the overrides through Settings, then lay them over the given settings.
-        validated = Settings(**merged).model_dump(include=set(merged))
-        return self._base_settings.model_copy(update=validated)
 
     @property
     def id(self) -> str | None:
@@ -174,56 +149,71 @@ class GitHubApp(BackgroundMixin, CredentialsMixin, OAuthMixin):
 
     @property
     def base_url(self) -> str:
-        return self.settings.url.rstrip("/")
+        return self.credentials.base_url
 
     @staticmethod
     def load_env(app: Any) -> None:
         """Copy ``GITHUBAPP_*`` variables into ``app.config`` where not already set (0.2.7)."""
         if not hasattr(app, "config"):
             app.config = {}
-        for key in _CONFIG_FIELDS:
-            if key in os.environ and key not in app.config:
-                value: Any = os.environ[key]
-                if key == "GITHUBAPP_ID":
-                    value = int(value) if value.isdigit() else value
-                elif key == "GITHUBAPP_OAUTH_SCOPES":
-                    value = value.split(",")
-                elif key == "GITHUBAPP_ENABLE_OAUTH":
-                    value = value.lower() in ("true", "1", "yes")
-                app.config[key] = value
+        load_env_into(app.config)
 
-    # -- mounting ----------------------------------------------------------------------------
+    # -- the parts --------------------------------------------------------------------------
+
+    @property
+    def background(self) -> BackgroundRuntime:
+        """The background side: Celery app, delivery store, scheduler, replay and sweep."""
+        return self._background.get()
+
+    def _create_background(self) -> BackgroundRuntime:
+        # Imported here: the tasks package loads kombu, which an inline-only app never needs.
+        from .tasks.runtime import BackgroundRuntime
+
+        return BackgroundRuntime(
+            self.registry,
+            settings=lambda: self.settings,
+            auth=lambda: self.auth,
+            purge_oauth=self._purge_oauth,
+            lock=self._lock,
+        )
+
+    @property
+    def oauth_integration(self) -> OAuthIntegration:
+        """GitHub login for the app's users: options, hooks and the OAuthManager."""
+        return self._oauth.get()
+
+    def _create_oauth(self) -> OAuthIntegration:
+        from .oauth.integration import OAuthIntegration
+
+        return OAuthIntegration(lambda: self.settings, lambda: self.auth, self._lock)
+
+    def _purge_oauth(self) -> int | None:
+        # Only an app with OAuth sessions keeps rows to purge; others never load OAuth here.
+        if self.settings.oauth_session_secret is None:
+            return None
+        return self.oauth_integration.purge()
+
+    @property
+    def intake(self) -> WebhookIntake:
+        return self._intake.get()
+
+    def _create_intake(self) -> WebhookIntake:
+        return WebhookIntake(
+            self.registry,
+            self._intake_policy,
+            sync_threads=self.settings.sync_handler_threads,
+            schedule_threads=self.settings.schedule_threads,
+            scheduler=lambda: self.scheduler,
+            auth=lambda: self.auth,
+        )
 
     @property
     def router(self) -> APIRouter:
         """The router carrying the webhook route; mount it yourself or let init_app do it."""
-        if self._router is None:
-            self._router = APIRouter()
-            intake = self.intake
-            # A plain Starlette route: the endpoint reads the raw body itself (it must, to
-            # check the signature), so FastAPI's parameter parsing would only add cost to
-            # every delivery (measured: about 5% of the instructions per request).
-            self._router.add_route(
-                self.settings.webhook_path,
-                intake.__call__,
-                methods=["POST"],
-                name="github_webhook",
-                include_in_schema=False,
-            )
-        return self._router
+        return self._router.get()
 
-    @property
-    def intake(self) -> WebhookIntake:
-        if self._intake is None:
-            self._intake = WebhookIntake(
-                self.registry,
-                self._intake_policy,
-                sync_threads=self.settings.sync_handler_threads,
-                schedule_threads=self.settings.schedule_threads,
-                scheduler=lambda: self.scheduler,
-                auth=lambda: self.auth,
-            )
-        return self._intake
+    def _create_router(self) -> APIRouter:
+        return webhook_router(self.settings.webhook_path, self.intake.__call__)
 
     def _intake_policy(self) -> IntakePolicy:
         # Built once per settings object: it is read on every delivery.
@@ -231,20 +221,11 @@ class GitHubApp(BackgroundMixin, CredentialsMixin, OAuthMixin):
         cached = self._policy_cache
         if cached is not None and cached[0] is settings:
             return cached[1]
-        policy = self._build_intake_policy(settings)
+        policy = IntakePolicy.from_settings(settings)
         self._policy_cache = (settings, policy)
         return policy
 
-    @staticmethod
-    def _build_intake_policy(s: Settings) -> IntakePolicy:
-        return IntakePolicy(
-            secrets=tuple(s.webhook_secrets()),
-            verify=s.verify_signatures,
-            allow_sha1=s.webhook_allow_sha1,
-            max_body_bytes=s.webhook_max_body_bytes,
-            deadline=s.webhook_deadline,
-            body_budget_bytes=s.webhook_body_budget_bytes,
-        )
+    # -- mounting ----------------------------------------------------------------------------
 
     def init_app(self, app: FastAPI, *, route: str | None = None) -> None:
         """Mount the webhook route on ``app`` (once; later calls do nothing)."""
@@ -260,7 +241,7 @@ class GitHubApp(BackgroundMixin, CredentialsMixin, OAuthMixin):
         self._warn_about_verification()
         app.include_router(self.router)
         self._mount_status_api(app)
-        self._mount_oauth(app)
+        self.oauth_integration.mount(app, self.get_current_user)
         self._install_lifespan(app)
         self._initialized = True
 
@@ -268,7 +249,7 @@ class GitHubApp(BackgroundMixin, CredentialsMixin, OAuthMixin):
         token = self.settings.status_token
         if token is None or not token.get_secret_value():
             return  # no token, no route: the status API is never open by accident
-        from .status import build_status_router
+        from .intake.status import build_status_router
 
         router = build_status_router(lambda: self.store, token.get_secret_value(), self.replay)
         app.include_router(router, prefix=self.settings.status_prefix.rstrip("/"))
@@ -299,14 +280,10 @@ class GitHubApp(BackgroundMixin, CredentialsMixin, OAuthMixin):
     async def aclose(self) -> None:
         """Close the HTTP clients and threads this app opened (called on the FastAPI app's
         shutdown)."""
-        if self._intake is not None:
-            self._intake.close()
-        if self._auth is not None:
-            from .github import aclose_sessions
-
-            await aclose_sessions(self._auth)
-            await self._auth.aclose()
-            self._auth.close()
+        intake = self._intake.peek()
+        if intake is not None:
+            intake.close()
+        await self.credentials.aclose()
 
     # -- handlers ----------------------------------------------------------------------------
 
@@ -336,14 +313,7 @@ class GitHubApp(BackgroundMixin, CredentialsMixin, OAuthMixin):
                 timeout=timeout,
             )
             if background:
-                if self._celery is None:
-                    _ = self.celery  # creating it registers every background handler, this one too
-                else:
-                    from .tasks.celery_app import declare_queues
-                    from .tasks.handlers import register_handler_task
-
-                    register_handler_task(self._celery, self, spec)
-                    declare_queues(self._celery, self.registry)
+                self.background.add_handler(spec)
             return func
 
         return decorator
@@ -378,3 +348,123 @@ class GitHubApp(BackgroundMixin, CredentialsMixin, OAuthMixin):
     def event(self) -> str | None:
         delivery = current_delivery()
         return delivery.event if delivery else None
+
+    # -- the background side (BackgroundRuntime) ---------------------------------------------
+
+    @property
+    def celery(self) -> Celery:
+        """The Celery app running this GitHubApp's background handlers.
+
+        Point workers at it: ``celery -A myapp:celery worker -Q github.issues``.
+        """
+        return self.background.celery
+
+    @property
+    def store(self) -> DeliveryStore:
+        """The delivery store (SQLite in GITHUBAPP_DATA_DIR unless GITHUBAPP_DATABASE_URL)."""
+        return self.background.store
+
+    @property
+    def scheduler(self) -> CeleryScheduler:
+        return self.background.scheduler
+
+    def replay(self, delivery_id: str) -> list[RunRecord]:
+        """Run a delivery's failed and dead handlers again; returns the runs published."""
+        return self.background.replay(delivery_id)
+
+    def sweep(self) -> SweepReport:
+        """Republish runs that were never published or whose worker died (see tasks.sweeper)."""
+        return self.background.sweep()
+
+    # -- GitHub credentials and clients (AppCredentials), 0.2.7's names ----------------------
+
+    @property
+    def auth(self) -> GitHubAppAuth:
+        """The app's credentials: JWTs and one installation-token cache for sync and async."""
+        return self.credentials.auth
+
+    def _create_jwt(self, expiration: int = 60) -> str:
+        return self.auth.create_jwt(expiration)
+
+    def get_access_token(
+        self, installation_id: int, user_id: int | None = None
+    ) -> InstallationAuthorization:
+        return self.auth.get_access_token(installation_id, user_id)
+
+    async def aget_access_token(
+        self, installation_id: int, user_id: int | None = None
+    ) -> InstallationAuthorization:
+        return await self.auth.aget_access_token(installation_id, user_id)
+
+    def list_installations(self, per_page: int = 30, page: int = 1) -> list[dict[str, Any]]:
+        return self.auth.list_installations(per_page=per_page, page=page)
+
+    async def alist_installations(self, per_page: int = 30, page: int = 1) -> list[dict[str, Any]]:
+        return await self.auth.alist_installations(per_page=per_page, page=page)
+
+    @property
+    def installation_token(self) -> str | None:
+        """The current delivery's installation token (cached; minted on first use)."""
+        return self.credentials.installation_token()
+
+    def client(self, installation_id: int | None = None) -> Any:
+        """A synchronous ghapi ``GhApi`` acting as the installation, on ``github_app_url``."""
+        token = self.get_access_token(self.credentials.installation_id(installation_id)).token
+        return compat.ghapi_client(token, self.base_url, self)
+
+    def get_client(self, installation_id: int | None = None) -> Any:
+        return self.client(installation_id)
+
+    async def aclient(self, installation_id: int | None = None) -> Any:
+        """The asynchronous ghapi client (ghapi 2.x's default), for ``async def`` handlers."""
+        auth = await self.aget_access_token(self.credentials.installation_id(installation_id))
+        return compat.async_ghapi_client(auth.token, self.base_url)
+
+    def retry_with_rate_limit(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        s = self.settings
+        return compat.retry_with_rate_limit(
+            func, *args, retries=s.rate_limit_retries, max_sleep=s.rate_limit_max_sleep, **kwargs
+        )
+
+    # 0.2.7's private helpers, kept because tests in the wild call them.
+    def _is_rate_limited(self, response: Any) -> bool:
+        return is_rate_limited(response.status_code, dict(response.headers))
+
+    def _extract_rate_limit_info(self, response: Any) -> dict[str, Any]:
+        return rate_limit_info(dict(response.headers))
+
+    def _calculate_retry_delay(self, response: Any, attempt: int) -> float:
+        return retry_delay(dict(response.headers), attempt, time.time())
+
+    # -- GitHub login (OAuthIntegration) -----------------------------------------------------
+
+    @property
+    def oauth(self) -> OAuthManager | None:
+        """The OAuth manager (0.2.7's ``github_app.oauth``); None when OAuth is off."""
+        return self.oauth_integration.manager
+
+    def get_current_user(self, request: Request) -> dict[str, Any]:
+        """FastAPI dependency: the live session's claims (Bearer header or cookie), else 401."""
+        return self.oauth_integration.current_user(request)
+
+    def require_user(self, request: Request) -> dict[str, Any]:
+        """``Depends(github_app.require_user)``: the same as get_current_user."""
+        return self.get_current_user(request)
+
+    def optional_user(self, request: Request) -> dict[str, Any] | None:
+        """``Depends(github_app.optional_user)``: the session's claims, or None for a visitor."""
+        return self.oauth_integration.optional_user(request)
+
+    def user_github(self, user: dict[str, Any] | None) -> AsyncGitHubClient:
+        """A GitHub client acting as the signed-in ``user`` (tokens refreshed as needed)."""
+        return self.oauth_integration.user_github(user)
+
+    def on_login(self, func: F) -> F:
+        """Call ``func(user, request)`` (sync or async) after each login; may raise to refuse."""
+        self.oauth_integration.on_login(func)
+        return func
+
+    def on_logout(self, func: F) -> F:
+        """Call ``func(claims, request)`` (sync or async) after each logout."""
+        self.oauth_integration.on_logout(func)
+        return func

@@ -19,6 +19,8 @@ from .github.ratelimit import is_rate_limited, rate_limit_info, retry_delay
 
 __all__ = [
     "RateLimitedGhApi",
+    "async_ghapi_client",
+    "ghapi_client",
     "rate_limit_handling_active",
     "retry_with_rate_limit",
     "with_rate_limit_handling",
@@ -111,6 +113,24 @@ class RateLimitedGhApi:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._github_app.retry_with_rate_limit(self._ghapi, *args, **kwargs)
+
+
+def ghapi_client(token: str, base_url: str, retrier: _Retrier) -> Any:
+    """0.2.7's ``github_app.client()``: a synchronous ghapi ``GhApi`` on ``base_url``; inside
+    ``with_rate_limit_handling`` its calls go through ``retrier.retry_with_rate_limit``."""
+    from ghapi.all import GhApi
+
+    api = GhApi(token=token, gh_host=base_url, sync=True)  # type: ignore[no-untyped-call]
+    if rate_limit_handling_active():
+        return RateLimitedGhApi(api, retrier)
+    return api
+
+
+def async_ghapi_client(token: str, base_url: str) -> Any:
+    """The asynchronous ghapi client (ghapi 2.x's default), for ``async def`` handlers."""
+    from ghapi.all import GhApi
+
+    return GhApi(token=token, gh_host=base_url)  # type: ignore[no-untyped-call]
 
 
 def with_rate_limit_handling(github_app: Any) -> Callable[[F], F]:

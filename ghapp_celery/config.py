@@ -6,13 +6,25 @@ Precedence, highest first: keyword arguments to ``GitHubApp(...)``, ``app.config
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["DEFAULT_BODY_BUDGET_BYTES", "DEFAULT_MAX_BODY_BYTES", "Settings", "split_csv"]
+__all__ = [
+    "CONFIG_FIELDS",
+    "DEFAULT_BODY_BUDGET_BYTES",
+    "DEFAULT_MAX_BODY_BYTES",
+    "Settings",
+    "as_text",
+    "load_env_into",
+    "resolve_settings",
+    "secret_fields",
+    "split_csv",
+]
 
 #: GitHub never delivers a payload larger than 25 MB (GITHUB_FACTS §10).
 DEFAULT_MAX_BODY_BYTES = 25 * 1024 * 1024
@@ -164,3 +176,72 @@ class Settings(BaseSettings):
         if self.private_key_path is not None:
             return self.private_key_path.read_text()
         return None
+
+
+# -- GitHubApp's keyword arguments and app.config, laid over the environment -------------------
+
+#: ``app.config`` key -> Settings field (fastapi-githubapp's ``load_env`` names).
+CONFIG_FIELDS = {
+    "GITHUBAPP_ID": "id",
+    "GITHUBAPP_PRIVATE_KEY": "private_key",
+    "GITHUBAPP_WEBHOOK_SECRET": "webhook_secret",
+    "GITHUBAPP_WEBHOOK_PATH": "webhook_path",
+    "GITHUBAPP_URL": "url",
+    "GITHUBAPP_OAUTH_CLIENT_ID": "oauth_client_id",
+    "GITHUBAPP_OAUTH_CLIENT_SECRET": "oauth_client_secret",
+    "GITHUBAPP_OAUTH_SESSION_SECRET": "oauth_session_secret",
+    "GITHUBAPP_OAUTH_REDIRECT_URI": "oauth_redirect_uri",
+    "GITHUBAPP_OAUTH_SCOPES": "oauth_scopes",
+    "GITHUBAPP_ENABLE_OAUTH": "enable_oauth",
+    "GITHUBAPP_OAUTH_ROUTES_PREFIX": "oauth_routes_prefix",
+}
+
+
+def as_text(value: Any) -> Any:
+    """Bytes decoded (0.2.7 accepted keys and secrets as bytes); anything else unchanged."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def secret_fields(secret: Any) -> dict[str, Any]:
+    """Constructor ``github_app_secret`` -> settings: str/bytes, False (off), or a list."""
+    if secret is False:
+        return {"webhook_secret": "False"}
+    if isinstance(secret, (list, tuple)):
+        values = [as_text(s) for s in secret]
+        return {"webhook_secret": values[0], "webhook_secret_previous": values[1:]}
+    return {"webhook_secret": as_text(secret)}
+
+
+def resolve_settings(
+    config: Mapping[str, Any], overrides: Mapping[str, Any], base: Settings | None
+) -> Settings:
+    """The Settings of a GitHubApp: ``overrides`` (its keyword arguments) over ``config``
+    (``app.config``) over ``base`` if given, else over the environment."""
+    from_config = {
+        field: ("False" if value is False else as_text(value))
+        for key, field in CONFIG_FIELDS.items()
+        if (value := config.get(key)) is not None
+    }
+    if "GITHUBAPP_ID" in config:
+        from_config["id"] = str(config["GITHUBAPP_ID"])
+    merged = {**from_config, **overrides}
+    if base is None:
+        return Settings(**merged)
+    # Validate the overrides through Settings, then lay them over the given settings.
+    validated = Settings(**merged).model_dump(include=set(merged))
+    return base.model_copy(update=validated)
+
+
+def load_env_into(config: MutableMapping[str, Any]) -> None:
+    """Copy ``GITHUBAPP_*`` variables into ``config`` where not already set, typed as 0.2.7's
+    ``load_env`` did (the id an int, the scopes a list, enable_oauth a bool)."""
+    for key in CONFIG_FIELDS:
+        if key in os.environ and key not in config:
+            value: Any = os.environ[key]
+            if key == "GITHUBAPP_ID":
+                value = int(value) if value.isdigit() else value
+            elif key == "GITHUBAPP_OAUTH_SCOPES":
+                value = value.split(",")
+            elif key == "GITHUBAPP_ENABLE_OAUTH":
+                value = value.lower() in ("true", "1", "yes")
+            config[key] = value

@@ -14,9 +14,8 @@ import pytest
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ghapp_celery._fake_github import FakeClock, FakeGitHub
-from ghapp_celery._server import serve
 from ghapp_celery.github import GitHubAppAuth
+from ghapp_celery.testing import FakeClock, FakeGitHub, serve
 
 #: A whole second, so "reset in 1 s" means exactly one second of waiting.
 START = 1_700_000_000.0

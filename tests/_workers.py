@@ -36,6 +36,9 @@ from typing import Any, Literal
 REPO_ROOT = Path(__file__).resolve().parent.parent
 READY_ENV = "GHAPP_TEST_WORKER_READY_FILE"
 
+#: The Celery pools the tests run workers with.
+Pool = Literal["prefork", "solo", "threads"]
+
 
 def install_ready_marker() -> None:
     """Connect ``worker_ready`` to write the ready file. Call at import in the worker's app."""
@@ -87,7 +90,7 @@ class CeleryWorker:
         broker_url: str,
         workdir: Path,
         *,
-        pool: Literal["prefork", "solo", "threads"] = "prefork",
+        pool: Pool = "prefork",
         concurrency: int = 1,
         queue: str = "celery",
         result_backend: str | None = None,

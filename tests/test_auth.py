@@ -17,7 +17,6 @@ import httpx
 import jwt
 import pytest
 
-from ghapp_celery._fake_github import FakeClock, FakeGitHub, make_private_key
 from ghapp_celery.exceptions import (
     ConfigurationError,
     Forbidden,
@@ -33,6 +32,7 @@ from ghapp_celery.exceptions import (
     ValidationFailed,
 )
 from ghapp_celery.github import GitHubAppAuth, InstallationAuthorization
+from ghapp_celery.testing import FakeClock, FakeGitHub, make_private_key
 
 if TYPE_CHECKING:
     from tests._github_fixtures import Sleeps

@@ -74,7 +74,8 @@ def wait_for(
     raise AssertionError(f"delivery {delivery_id} did not reach {states}: {record}")
 
 
-def only_run(record: DeliveryRecord) -> RunRecord:
+def only_run(record: DeliveryRecord | None) -> RunRecord:
+    assert record is not None, "the delivery is not in the store"
     assert len(record.runs) == 1, record.runs
     return record.runs[0]
 
@@ -364,6 +365,7 @@ def test_sweep_purges_expired_oauth_denylist_entries(
         "GITHUBAPP_OAUTH_SESSION_SECRET": "s" * 40,
     }
     app = make_app(monkeypatch, env)
+    assert app.oauth is not None
     store = app.oauth.store
     now = datetime.now(UTC)
     store.deny("expired-jti", "session", now - timedelta(minutes=1))

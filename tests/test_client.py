@@ -19,7 +19,6 @@ import httpx
 import pytest
 from starlette.requests import Request
 
-from ghapp_celery._fake_github import Credential, FakeClock, FakeGitHub, Reply
 from ghapp_celery.exceptions import (
     Forbidden,
     GitHubAppBadCredentials,
@@ -41,6 +40,7 @@ from ghapp_celery.exceptions import (
 )
 from ghapp_celery.github import AsyncGitHubClient, GitHubAppAuth, GitHubSession, api_urls
 from ghapp_celery.policy import DEFAULT_RETRY, Outcome, classify
+from ghapp_celery.testing import Credential, FakeClock, FakeGitHub, Reply
 
 if TYPE_CHECKING:
     from tests._github_fixtures import Sleeps
@@ -677,7 +677,8 @@ def test_every_shard_and_twin_uses_the_process_tls_context() -> None:
 
     limits = httpx.Limits(max_connections=100)
     shards = [*ShardedAsyncTransport(limits).shards, *ShardedTransport(limits).shards]
-    contexts = {id(shard._pool._ssl_context) for shard in shards}
+    # httpx's pool keeps its SSL context privately (httpcore's ConnectionPool): read it there.
+    contexts = {id(shard._pool._ssl_context) for shard in shards}  # type: ignore[attr-defined]
     assert len(shards) == 20 and contexts == {id(shared_ssl_context())}
     assert shared_ssl_context().verify_mode is ssl.CERT_REQUIRED  # still verifying
 
@@ -688,7 +689,10 @@ async def test_requests_spread_over_the_shards(
     fake_github.add_repo(REPO, issues=1)
     gh = make_client(limits=httpx.Limits(max_connections=30, max_keepalive_connections=30))
     await asyncio.gather(*(gh.get(f"/repos/{REPO}/issues/1", cache=False) for _ in range(30)))
-    transport = gh.session.ahttp()._transport  # type: ignore[attr-defined]
+    from ghapp_celery.github._client_transport import ShardedAsyncTransport
+
+    transport = gh.session.ahttp()._transport
+    assert isinstance(transport, ShardedAsyncTransport)
     used = [len(shard._pool.connections) for shard in transport.shards]
     assert len(used) == 3 and all(n >= 1 for n in used)
 

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from ghapp_celery._fake_github import FakeGitHub
 from ghapp_celery.github import (
     AsyncGitHubClient,
     CacheEntry,
@@ -20,6 +19,7 @@ from ghapp_celery.github import (
     ResponseCache,
 )
 from ghapp_celery.github.cache import cache_key
+from ghapp_celery.testing import FakeGitHub
 from tests._redis import redis_server
 
 pytest_plugins = ["tests._github_fixtures"]

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from ghapp_celery._fake_github import FakeGitHub
 from ghapp_celery.exceptions import NotFound, ValidationFailed
 from ghapp_celery.github import AsyncGitHubClient, GitHubAppAuth
+from ghapp_celery.testing import FakeGitHub
 
 pytest_plugins = ["tests._github_fixtures"]
 pytestmark = pytest.mark.anyio

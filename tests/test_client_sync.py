@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ghapp_celery._fake_github import FakeClock, FakeGitHub
 from ghapp_celery.exceptions import NotFound, RateLimited, SecondaryRateLimited, Unauthorized
 from ghapp_celery.github import (
     AsyncGitHubClient,
     GitHubAppAuth,
     GitHubClient,
+    GitHubSession,
     aclose_sessions,
     client_for,
     configure_sessions,
@@ -23,6 +23,7 @@ from ghapp_celery.github import (
     session_resource,
     sync_client_for,
 )
+from ghapp_celery.testing import FakeClock, FakeGitHub
 
 if TYPE_CHECKING:
     from tests._github_fixtures import Sleeps
@@ -158,7 +159,7 @@ def test_session_resource_for_the_worker_loop(
     try:
         session = loop.resource("github")
 
-        async def handler() -> tuple[object, int]:
+        async def handler() -> tuple[GitHubSession, int]:
             gh = client_for(auth, fake_github.installation_ids[0])
             status = (await gh.get(f"/repos/{REPO}")).status
             await auth.aclose()

@@ -17,7 +17,7 @@ import pytest
 
 from ghapp_celery.testing import serve
 from tests._redis import redis_server
-from tests._workers import CeleryWorker, sqlite_broker_url
+from tests._workers import CeleryWorker, Pool, sqlite_broker_url
 from tests.test_background import (
     QUEUES,
     environment,
@@ -29,7 +29,7 @@ from tests.test_background import (
 )
 
 
-def crash_and_recover(tmp: Path, broker: str, monkeypatch: pytest.MonkeyPatch, pool: str) -> None:
+def crash_and_recover(tmp: Path, broker: str, monkeypatch: pytest.MonkeyPatch, pool: Pool) -> None:
     env = environment(tmp, broker)
     app = make_app(monkeypatch, env)
     app.store.upgrade()

@@ -89,8 +89,8 @@ def test_the_tree_draws_nothing_that_does_not_exist() -> None:
         ("ghapp_celery.oauth.flow", ["OAuthFlowError"]),
         ("ghapp_celery.oauth.sessions", ["InvalidSession"]),
         ("ghapp_celery.tasks.loop", ["HandlerTimeout"]),
-        ("ghapp_celery.status", ["StatusError"]),
-        ("ghapp_celery._schedule_batch", ["ScheduleTimeout"]),
+        ("ghapp_celery.intake.status", ["StatusError"]),  # status.py before the intake/ move
+        ("ghapp_celery.intake.batching", ["ScheduleTimeout"]),  # was _schedule_batch.py
         (
             "ghapp_celery",
             [

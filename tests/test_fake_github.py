@@ -10,7 +10,7 @@ import jwt
 import pytest
 from starlette.requests import Request
 
-from ghapp_celery._fake_github import (
+from ghapp_celery.testing import (
     Credential,
     FakeClock,
     FakeGitHub,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 from starlette.requests import Request
 
-from ghapp_celery._fake_github import Credential, FakeGitHub, Reply
+from ghapp_celery.testing import Credential, FakeGitHub, Reply
 from tests.test_fake_github import call, mint
 
 pytest_plugins = ["tests._github_fixtures"]

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ghapp_celery._fake_github import FakeGitHub
 from ghapp_celery.exceptions import GraphQLError, HTTPError, RateLimited, ServerError
 from ghapp_celery.github import AsyncGitHubClient, GitHubAppAuth
 from ghapp_celery.policy import DEFAULT_RETRY, Outcome, classify
+from ghapp_celery.testing import FakeGitHub
 
 if TYPE_CHECKING:
     from tests._github_fixtures import Sleeps

@@ -16,12 +16,12 @@ from fastapi import HTTPException, Request
 from sqlalchemy import select
 
 from ghapp_celery import GitHubApp
-from ghapp_celery._fake_github_oauth import ACCESS_TTL
 from ghapp_celery.github.auth import GitHubAppAuth
 from ghapp_celery.github.client import AsyncGitHubClient
 from ghapp_celery.github.registry import aclose_sessions, session_for
 from ghapp_celery.oauth import RefreshingUserCredentials
 from ghapp_celery.store.models import oauth_tokens
+from ghapp_celery.testing import ACCESS_TTL
 from tests.test_oauth_harness import (
     PREFIX,
     SESSION_SECRET,
@@ -254,9 +254,8 @@ def test_the_example_app_signs_in_lists_and_signs_out(
     import httpx
 
     from examples.oauth_login import create_app
-    from ghapp_celery._fake_github_oauth import FakeOAuth
     from ghapp_celery.config import Settings
-    from ghapp_celery.testing import FakeGitHub, serve
+    from ghapp_celery.testing import FakeGitHub, FakeOAuth, serve
     from tests.test_oauth_harness import CLIENT_SECRET, free_port
 
     fake = FakeGitHub()
@@ -311,11 +310,13 @@ def test_user_github_is_an_async_client_keyed_by_the_user(env: OAuthEnv) -> None
         assert "ghu_" not in repr(gh) and "ghu_" not in repr(gh.credentials)
         # No app credentials in this env: the manager's own session on the OAuth API, per loop.
         assert gh.session is env.manager.user_github(claims).session
-        assert gh.rest_url == env.fake.base_url.rstrip("/")
+        base_url = env.fake.base_url
+        assert base_url is not None  # served
+        assert gh.rest_url == base_url.rstrip("/")
         async with gh:
             assert (await gh.get("/user")).data["login"] == "octocat"
         # With app credentials on the same API, the app's shared per-loop session is used.
-        auth = GitHubAppAuth(env.fake.app_id, env.fake.private_key_pem, base_url=env.fake.base_url)
+        auth = GitHubAppAuth(env.fake.app_id, env.fake.private_key_pem, base_url=base_url)
         env.manager._app_auth = lambda: auth
         try:
             assert env.manager.user_github(claims).session is session_for(auth)

@@ -17,11 +17,10 @@ import httpx
 from fastapi import Depends, FastAPI
 
 from ghapp_celery import GitHubApp
-from ghapp_celery._fake_github_oauth import FakeOAuth
 from ghapp_celery.config import Settings
 from ghapp_celery.oauth import configure_oauth, manager_of
 from ghapp_celery.oauth.manager import OAuthManager
-from ghapp_celery.testing import FakeClock, FakeGitHub, serve
+from ghapp_celery.testing import FakeClock, FakeGitHub, FakeOAuth, serve
 
 SESSION_SECRET = "test-session-secret-0123456789abcdef"
 CLIENT_SECRET = "fake-client-secret"

@@ -27,7 +27,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from ghapp_celery import Event, GitHubApp
-from ghapp_celery._server import serve
+from ghapp_celery.testing import serve
 from ghapp_celery.webhooks import webhook_headers
 from tests.payloads import FIXTURES, Row, load_index, load_payload, with_installation
 

@@ -156,7 +156,7 @@ def test_workers_take_only_their_queues_on_redis_with_postgresql(
             run = only_run(wait_for(app, delivery_id))
             assert run.state.value == "succeeded", issues_worker.log_tail()
         assert only_run(wait_for(app, issue_ids[-1])).attempts == 3
-        push_run = only_run(app.store.get_delivery(push_id, with_payload=False))  # type: ignore[arg-type]
+        push_run = only_run(app.store.get_delivery(push_id, with_payload=False))
         assert (push_run.state.value, push_run.attempts) == ("queued", 0)
 
         with bulk_worker:

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 import redis
-from kombu import Consumer, Exchange, Queue
+from kombu.entity import Exchange, Queue
+from kombu.messaging import Consumer
 
 from ghapp_celery import GitHubApp
 from ghapp_celery.tasks.redis_broker import Transport

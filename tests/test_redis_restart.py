@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import redis as redis_py
-from kombu import Connection
+from kombu.connection import Connection
 
 from ghapp_celery import GitHubApp
 from ghapp_celery.tasks.redis_broker import Transport

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kombu import Connection, Consumer, Exchange, Producer, Queue
+from kombu.connection import Connection
+from kombu.entity import Exchange, Queue
+from kombu.messaging import Consumer, Producer
 
 import ghapp_celery.tasks.celery_app  # noqa: F401  (registers the "sqlite" scheme)
 from ghapp_celery.tasks import sqlite_broker
@@ -96,9 +98,12 @@ def test_an_ack_refills_a_full_prefetch_window_without_waiting_for_a_poll(
         channel = conn.channel()
         channel.basic_qos(0, 1, False)
         pending: list[Any] = []
-        with Consumer(
-            channel, [QUEUE], callbacks=[lambda b, m: (got.append(b), pending.append(m))]
-        ):
+
+        def received(body: Any, message: Any) -> None:
+            got.append(body)
+            pending.append(message)
+
+        with Consumer(channel, [QUEUE], callbacks=[received]):
             conn.drain_events(timeout=5)
             assert got == [{"n": 1}]
             # The window is full: the consumer now waits. Ack from another thread, as a

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from .client import RefreshingUserCredentials
     from .crypto import StateSealer, TokenCipher
     from .flow import GitHubOAuthFlow, GitHubTokens, OAuthFlowError
-    from .integration import configure_oauth, manager_of
+    from .integration import HoldsOAuth, OAuthIntegration, configure_oauth, manager_of
     from .manager import OAuthManager
     from .sessions import InvalidSession, SessionManager
     from .settings import OAuthConfig, OAuthSettings
@@ -21,9 +21,11 @@ if TYPE_CHECKING:
 __all__ = [
     "GitHubOAuthFlow",
     "GitHubTokens",
+    "HoldsOAuth",
     "InvalidSession",
     "OAuthConfig",
     "OAuthFlowError",
+    "OAuthIntegration",
     "OAuthManager",
     "OAuthSettings",
     "RefreshingUserCredentials",
@@ -46,6 +48,8 @@ _HOMES = {
     "StateSealer": "crypto",
     "TokenCipher": "crypto",
     "RefreshingUserCredentials": "client",
+    "HoldsOAuth": "integration",
+    "OAuthIntegration": "integration",
     "configure_oauth": "integration",
     "manager_of": "integration",
 }

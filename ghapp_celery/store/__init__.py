@@ -6,6 +6,7 @@ below. See docs/store.md.
 
 from __future__ import annotations
 
+from ._sql import decode_cursor
 from .errors import DeliveryNotFound, StoreUnavailable
 from .records import (
     DeliveryRecord,
@@ -29,5 +30,6 @@ __all__ = [
     "RunRecord",
     "RunState",
     "StoreUnavailable",
+    "decode_cursor",
     "delivery_state",
 ]

@@ -20,9 +20,9 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from .exceptions import ScheduleTimeout
-from .routing import HandlerSpec
-from .webhooks import Delivery
+from ..exceptions import ScheduleTimeout
+from ..routing import HandlerSpec
+from ..webhooks import Delivery
 
 __all__ = ["BatchScheduler", "ScheduleBatcher", "ScheduleTimeout"]
 

@@ -1,5 +1,6 @@
-"""FakeGitHub's GraphQL answers: not a GraphQL engine, a resolver for the few query shapes the
-tests and benchmarks send, answering in GitHub's format (errors in a 200 body, like GitHub).
+"""FakeGitHub's GraphQL endpoint and its answers: not a GraphQL engine, a resolver for the few
+query shapes the tests and benchmarks send, answering in GitHub's format (errors in a 200 body,
+like GitHub).
 
 Replace ``fake.graphql_resolver`` with any ``(query, variables, fake) -> dict`` for others.
 """
@@ -7,13 +8,19 @@ Replace ``fake.graphql_resolver`` with any ``(query, variables, fake) -> dict`` 
 from __future__ import annotations
 
 import base64
+import json
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from ghapp_celery._fake_github import FakeGitHub
+from starlette.requests import Request
 
-__all__ = ["default_resolver"]
+from ghapp_celery.testing._replies import error_reply
+from ghapp_celery.testing._state import FakeState
+from ghapp_celery.testing._types import Credential, Endpoint, Reply
+
+__all__ = ["GraphQLEndpoint", "default_resolver"]
+
+GRAPHQL_DOCS = "https://docs.github.com/graphql"
 
 
 def _cursor(index: int) -> str:
@@ -57,7 +64,7 @@ def _parse_error(query: str) -> dict[str, Any] | None:
     return None
 
 
-def default_resolver(query: str, variables: dict[str, Any], fake: FakeGitHub) -> dict[str, Any]:
+def default_resolver(query: str, variables: dict[str, Any], fake: FakeState) -> dict[str, Any]:
     """``viewer { login }`` and ``repository(owner:, name:) { issues(first:, after:) {...} }``."""
     problem = _parse_error(query)
     if problem is not None:
@@ -118,3 +125,25 @@ def default_resolver(query: str, variables: dict[str, Any], fake: FakeGitHub) ->
             ]
         }
     return {"data": data}
+
+
+class GraphQLEndpoint:
+    """``POST /graphql``: the query goes to ``fake.graphql_resolver``."""
+
+    def __init__(self, state: FakeState) -> None:
+        self.state = state
+
+    def endpoints(self) -> list[Endpoint]:
+        return [Endpoint("/graphql", self.graphql, ("POST",))]
+
+    async def graphql(self, request: Request, credential: Credential) -> Reply:
+        raw = await request.body()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return error_reply(400, "Problems parsing JSON", GRAPHQL_DOCS)
+        if not isinstance(body, dict) or not isinstance(body.get("query"), str):
+            return error_reply(400, "Problems parsing JSON", GRAPHQL_DOCS)
+        variables = body.get("variables") or {}
+        answer = self.state.graphql_resolver(body["query"], variables, self.state)
+        return Reply(200, answer)

@@ -30,12 +30,12 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.responses import Response
 
-from .exceptions import StatusError
-from .store import _sql
-from .store.errors import StoreUnavailable
+from ..exceptions import StatusError
+from ..store import decode_cursor
+from ..store.errors import StoreUnavailable
 
 if TYPE_CHECKING:
-    from .store import DeliveryRecord, DeliveryStore
+    from ..store import DeliveryRecord, DeliveryStore
 
 __all__ = ["StatusError", "StatusRoute", "build_status_router"]
 
@@ -142,7 +142,7 @@ def _check_cursor(cursor: str | None) -> None:
     if not cursor:
         return
     try:
-        _sql.decode_cursor(cursor)
+        decode_cursor(cursor)
     except ValueError:
         raise _invalid("cursor", "Invalid cursor") from None
 

@@ -1,8 +1,9 @@
-"""FakeGitHub: a real ASGI app that answers like GitHub's App endpoints, for tests over loopback.
+"""FakeGitHub: a real ASGI app that answers like GitHub's REST and GraphQL APIs, for tests over
+loopback.
 
-It checks what GitHub checks (the app JWT's RS256 signature and time claims on a ``FakeClock``,
-installation tokens and their expiry, the API version header), answers with GitHub's shapes and
-``x-ratelimit-*`` headers, keeps a budget per credential, and lets a test switch faults on:
+It checks what GitHub checks (the app JWT's RS256 signature and time claims, installation
+tokens and their expiry, the API version header, a User-Agent), answers with GitHub's shapes
+and ``x-ratelimit-*`` headers, keeps a budget per credential, and lets a test switch faults on:
 ``fail_next``, ``exhaust_primary_limit``, ``secondary_limit`` and ``latency``.
 
 Beyond the App endpoints it serves repositories (``add_repo``: issues, comments, labels, pulls,
@@ -11,16 +12,22 @@ GraphQL (``graphql_resolver``). GET answers carry an ``ETag``; a matching ``If-N
 ``304 Not Modified``, free of primary rate limit when authorized, as on GitHub. Each credential
 has a bucket per resource (``core``, ``search``, ``graphql``) named in ``x-ratelimit-resource``.
 
-Served with ``with fake.serve() as url:`` (uvicorn on 127.0.0.1) or, for GitHub Enterprise
-Server's layout, ``with fake.serve(prefix="/api/v3") as url:``. The state lives on one object
-shared by the server thread and the test, behind one lock.
+Its clock is real time unless a ``FakeClock`` is given: a fake served for an hour keeps
+accepting fresh JWTs. Served with ``with fake.serve() as url:`` (uvicorn on 127.0.0.1, a free
+port unless ``port=`` names one) or, for GitHub Enterprise Server's layout,
+``with fake.serve(prefix="/api/v3") as url:``.
+
+The layers, each importing only those before it: ``_types`` (data) and ``_replies`` / ``_keys``
+(pure helpers), ``_state`` (what the fake knows), the endpoint groups (``_app``, ``_repos``,
+``_checks``, ``_contents``, ``_deliveries``, ``_graphql``), then this module, the request
+pipeline every endpoint is served through. ``_oauth`` installs itself on a FakeGitHub.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -31,56 +38,59 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
-from ghapp_celery._fake_github_api import FakeRepo
-from ghapp_celery._fake_github_app import FakeAppEndpointsMixin
-from ghapp_celery._fake_github_graphql import default_resolver
-from ghapp_celery._fake_github_more import register_api
-from ghapp_celery._fake_github_parts import (
-    API_VERSIONS,
-    JWT_DECODE_ERROR,
+from ghapp_celery.testing._app import AppEndpoints
+from ghapp_celery.testing._checks import CheckEndpoints
+from ghapp_celery.testing._contents import ContentEndpoints
+from ghapp_celery.testing._deliveries import DeliveryEndpoints
+from ghapp_celery.testing._graphql import GraphQLEndpoint, default_resolver
+from ghapp_celery.testing._keys import JWT_DECODE_ERROR, check_app_jwt, make_private_key
+from ghapp_celery.testing._replies import (
     RATE_DOCS,
-    RATE_WINDOW,
     SECONDARY_MESSAGE,
-    AuthKind,
-    Bucket,
-    Credential,
-    FakeClock,
-    Fault,
-    Handler,
-    IssuedToken,
-    RecordedRequest,
-    Reply,
-    check_app_jwt,
     error_reply,
-    make_private_key,
-    public_key_pem,
+    public,
     request_id,
 )
-from ghapp_celery._fake_github_state import FakeStateMixin, public, resource_of
-from ghapp_celery._server import serve
+from ghapp_celery.testing._repos import RepoEndpoints
+from ghapp_celery.testing._serve import serve
+from ghapp_celery.testing._state import FakeState
+from ghapp_celery.testing._types import (
+    AuthKind,
+    Bucket,
+    Clock,
+    Credential,
+    Fault,
+    Handler,
+    RecordedRequest,
+    Reply,
+    real_time,
+)
 
-__all__ = [
-    "Credential",
-    "FakeClock",
-    "FakeGitHub",
-    "FakeRepo",
-    "IssuedToken",
-    "RecordedRequest",
-    "Reply",
-    "make_private_key",
-    "public_key_pem",
-]
+__all__ = ["API_VERSIONS", "FakeGitHub"]
+
+API_VERSIONS = frozenset({"2022-11-28", "2026-03-10"})
+RATE_WINDOW = 3600
 
 
-class FakeGitHub(FakeAppEndpointsMixin, FakeStateMixin):
-    """GitHub's App endpoints on loopback; see the module docstring."""
+def resource_of(path: str) -> str:
+    """The rate-limit resource a path spends (``x-ratelimit-resource``)."""
+    if path == "/graphql" or path.endswith("/api/graphql"):
+        return "graphql"
+    if path.startswith("/search/"):
+        return "search"
+    return "core"
+
+
+class FakeGitHub(FakeState):
+    """GitHub's API on loopback; see the module docstring. The state (``repos``, ``tokens``,
+    ``installation_ids``, ...) is a FakeState's; this adds routing, auth, limits and faults."""
 
     def __init__(
         self,
         *,
         app_id: int = 12345,
         private_key_pem: str | None = None,
-        clock: FakeClock | None = None,
+        clock: Clock | None = None,
         installations: int = 3,
         rate_limit: int = 5000,
         token_ttl: int = 3600,
@@ -88,55 +98,41 @@ class FakeGitHub(FakeAppEndpointsMixin, FakeStateMixin):
         latency: float = 0.0,
         client_id: str = "Iv23liFakeClientId",
     ) -> None:
-        self.app_id = app_id
-        self.client_id = client_id
-        self.slug = "fake-app"
-        self.private_key_pem = private_key_pem or make_private_key()
-        self.public_key_pem = public_key_pem(self.private_key_pem)
-        self.clock = clock or FakeClock()
+        super().__init__(
+            app_id=app_id,
+            client_id=client_id,
+            private_key_pem=private_key_pem or make_private_key(),
+            clock=clock or real_time,
+            installations=installations,
+            token_ttl=token_ttl,
+            token_format=token_format,
+            graphql_resolver=default_resolver,
+        )
         self.rate_limit = rate_limit
-        self.token_ttl = token_ttl
-        # GitHub's installation tokens: the classic 40 characters, or, rolled out from April
-        # 2026, the stateless ``ghs_<app id>_<JWT>`` (hundreds of characters).
-        if token_format not in ("classic", "stateless"):
-            raise ValueError(f"token_format must be 'classic' or 'stateless', not {token_format!r}")
-        self.token_format = token_format
         self.latency = latency
-        self.permissions = {"contents": "read", "issues": "write", "metadata": "read"}
-        self.events = ["issues", "issue_comment", "pull_request", "push"]
-        self.created = int(self.clock())
-        self.installation_ids = [40_000_001 + n for n in range(installations)]
         self.requests: list[RecordedRequest] = []
-        self.token_requests: list[int] = []
-        self.tokens: dict[str, IssuedToken] = {}
         self.base_url: str | None = None
         self.root_url: str | None = None
-        self._lock = threading.Lock()
+        self.not_modified = 0  # how many 304s were answered
         self._faults: list[Fault] = []
         self._secondary: list[int | None] = []
         self._exhausted_until: int | None = None
         self._buckets: dict[tuple[str, str], Bucket] = {}
-        self.repos: dict[str, FakeRepo] = {}
-        self.deliveries: list[dict[str, Any]] = []
-        self.graphql_resolver = default_resolver
-        self.not_modified = 0  # how many 304s were answered
-        self.app = Starlette(
-            routes=[
-                self._route("/app", self._get_app, "jwt"),
-                self._route("/app/installations", self._list_installations, "jwt"),
-                self._route("/app/installations/{installation_id:int}", self._get_inst, "jwt"),
-                self._route(
-                    "/app/installations/{installation_id:int}/access_tokens",
-                    self._create_token,
-                    "jwt",
-                    ("POST",),
-                ),
-                self._route("/installation/repositories", self._repositories, "token"),
-                self._route("/installation/token", self._revoke, "token", ("DELETE",)),
-            ],
-            exception_handlers={HTTPException: self._http_exception},
+        self.app = Starlette(exception_handlers={HTTPException: self._http_exception})
+        self._graphql = GraphQLEndpoint(self)
+        groups = (
+            AppEndpoints(self),
+            RepoEndpoints(self),
+            CheckEndpoints(self),
+            ContentEndpoints(self),
+            DeliveryEndpoints(self),
+            self._graphql,
         )
-        self._api = register_api(self)
+        for group in groups:
+            for endpoint in group.endpoints():
+                self.add_route(
+                    endpoint.path, endpoint.handler, auth=endpoint.auth, methods=endpoint.methods
+                )
 
     # -- what a test drives ----------------------------------------------------------------------
 
@@ -149,14 +145,16 @@ class FakeGitHub(FakeAppEndpointsMixin, FakeStateMixin):
         routes: list[Any] = [Mount(prefix, app=self.app)]
         if prefix.endswith("/api/v3"):
             graphql_path = prefix[: -len("/v3")] + "/graphql"
-            routes.append(self._route(graphql_path, self._api.graphql, "token", ("POST",)))
+            routes.append(self._route(graphql_path, self._graphql.graphql, "token", ("POST",)))
         return Starlette(routes=routes)
 
     @contextmanager
-    def serve(self, prefix: str = "") -> Iterator[str]:
-        """Serve on 127.0.0.1; yield the API base URL (the root URL plus ``prefix``)."""
+    def serve(self, prefix: str = "", *, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+        """Serve on ``host`` until the block ends; yield the API base URL (the root URL plus
+        ``prefix``). ``port=0`` takes a free port; name one for a process that cannot be told
+        the URL (a worker started beforehand, another test runner)."""
         prefix = prefix.rstrip("/")
-        with serve(self.asgi(prefix)) as root:
+        with serve(self.asgi(prefix), host=host, port=port) as root:
             self.root_url, self.base_url = root, root + prefix
             try:
                 yield self.base_url
@@ -198,15 +196,16 @@ class FakeGitHub(FakeAppEndpointsMixin, FakeStateMixin):
         with self._lock:
             self._secondary.extend([retry_after] * times)
 
-    def token_is_valid(self, token: str) -> bool:
+    def requests_to(self, path: str, method: str = "GET") -> list[RecordedRequest]:
+        """The recorded requests for one path (below the API root)."""
         with self._lock:
-            issued = self.tokens.get(token)
-        return issued is not None and not issued.revoked and self.clock() < issued.expires_at
+            return [r for r in self.requests if r.path == path and r.method == method]
 
-    def token_request_count(self, installation_id: int | None = None) -> int:
+    def remaining(self, token_or_key: str, resource: str = "core") -> int | None:
+        """What ``x-ratelimit-remaining`` would say now for a credential ("app", a token)."""
         with self._lock:
-            ids = list(self.token_requests)
-        return len(ids) if installation_id is None else ids.count(installation_id)
+            bucket = self._buckets.get((token_or_key, resource))
+        return None if bucket is None else bucket.limit - bucket.used
 
     # -- the pipeline every request goes through -------------------------------------------------
 
@@ -358,3 +357,22 @@ class FakeGitHub(FakeAppEndpointsMixin, FakeStateMixin):
             return Response(status_code=reply.status, headers=headers)
         content = json.dumps(public(reply.body))
         return Response(content, reply.status, headers, "application/json; charset=utf-8")
+
+    def _conditional(
+        self, request: Request, reply: Reply, bucket: Bucket, credential: Credential
+    ) -> Reply:
+        """Add an ETag to a GET's 200; answer 304 when ``If-None-Match`` still matches, and then
+        give the request back to the budget when it was authorized (GitHub's rule)."""
+        if request.method != "GET" or reply.status != 200 or reply.body is None:
+            return reply
+        digest = hashlib.sha256(json.dumps(public(reply.body), sort_keys=True).encode())
+        etag = f'W/"{digest.hexdigest()[:32]}"'
+        reply.headers.setdefault("etag", etag)
+        wanted = request.headers.get("if-none-match", "")
+        if etag not in {v.strip() for v in wanted.split(",")}:
+            return reply
+        with self._lock:
+            self.not_modified += 1
+            if credential.key != "anonymous":
+                bucket.used -= 1
+        return Reply(304, None, {"etag": etag})

@@ -1,4 +1,4 @@
-"""Serve an ASGI app with uvicorn on loopback in a background thread (tests, FakeGitHub, CLI)."""
+"""Serve an ASGI app with uvicorn on loopback in a background thread (tests, FakeGitHub)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import uvicorn
-
-from .logging_filters import redact_access_log
+from ghapp_celery.logging_filters import redact_access_log
 
 __all__ = ["serve"]
 
@@ -31,6 +29,8 @@ def serve(
     ``access_log=True`` logs each request on ``uvicorn.access`` (at INFO), with OAuth codes,
     states and tokens in query strings redacted (ghapp_celery.logging_filters).
     """
+    import uvicorn  # here: the pytest plugin imports the kit in every pytest run
+
     config = uvicorn.Config(
         app,
         host=host,

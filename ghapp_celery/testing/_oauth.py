@@ -1,5 +1,8 @@
 """GitHub's OAuth web flow on a FakeGitHub: ``FakeOAuth.install(fake)``.
 
+An add-on above the server: it installs its endpoints on a FakeGitHub after construction, so
+it imports FakeGitHub and FakeGitHub knows nothing of it.
+
 Adds, through ``FakeGitHub.add_route`` (so faults, the request log and the User-Agent check
 apply), what GitHub serves for user tokens (GITHUB_FACTS §12):
 
@@ -33,8 +36,10 @@ from urllib.parse import parse_qsl, urlencode
 
 from starlette.requests import Request
 
-from ghapp_celery._fake_github import FakeGitHub, IssuedToken
-from ghapp_celery._fake_github_parts import TOKEN_ALPHABET, Credential, Reply, error_reply
+from ghapp_celery.testing._github import FakeGitHub
+from ghapp_celery.testing._keys import random_token
+from ghapp_celery.testing._replies import error_reply
+from ghapp_celery.testing._types import Credential, IssuedToken, Reply
 
 __all__ = ["ACCESS_TTL", "REFRESH_TTL", "FakeOAuth", "FakeUser"]
 
@@ -42,10 +47,6 @@ ACCESS_TTL = 28_800  # 8 hours
 REFRESH_TTL = 15_897_600  # "6 months", the current docs' number
 CODE_TTL = 600
 _USER_INSTALLATION = 0  # IssuedToken needs an installation id; user tokens have none
-
-
-def _random(prefix: str, length: int) -> str:
-    return prefix + "".join(secrets.choice(TOKEN_ALPHABET) for _ in range(length))
 
 
 @dataclass
@@ -225,14 +226,14 @@ class FakeOAuth:
 
     def _issue(self, user: FakeUser) -> dict[str, Any]:
         now = self.fake.clock()
-        access = _random("ghu_", 36)
+        access = random_token("ghu_", 36)
         expires = now + ACCESS_TTL if self.expiring else now + 10 * 365 * 86_400
         with self._lock:
             self.fake.tokens[access] = IssuedToken(access, _USER_INSTALLATION, expires)
             self.users_by_token[access] = user
         answer: dict[str, Any] = {"access_token": access, "token_type": "bearer", "scope": ""}
         if self.expiring:
-            refresh = _random("ghr_", 76)
+            refresh = random_token("ghr_", 76)
             with self._lock:
                 self.refresh_tokens[refresh] = _Refresh(user, access, now + REFRESH_TTL)
             answer.update(

@@ -1,0 +1,203 @@
+"""The public surface, pinned: what each public package exports is its ``__all__``, and
+``__all__`` is this list. A change to the surface changes this file, on purpose, in review;
+a name added to a module without its ``__all__`` (or the reverse) fails here."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import pytest
+
+SURFACE: dict[str, list[str]] = {
+    "ghapp_celery": [
+        "AsyncGitHubClient",
+        "BodyTimeout",
+        "ConfigurationError",
+        "Delivery",
+        "DeliveryNotFound",
+        "Event",
+        "Forbidden",
+        "GitHubApp",
+        "GitHubAppAuth",
+        "GitHubAppBadCredentials",
+        "GitHubAppError",
+        "GitHubAppValidationError",
+        "GitHubClient",
+        "GitHubConnectionError",
+        "GitHubError",
+        "GitHubOAuthError",
+        "GitHubRateLimitError",
+        "GitHubResponse",
+        "GitHubSession",
+        "GitHubTimeout",
+        "GithubAppUnkownObject",
+        "GithubUnauthorized",
+        "GraphQLError",
+        "HTTPError",
+        "HandlerTimeout",
+        "InstallationAuthorization",
+        "IntakeBusy",
+        "InvalidHeader",
+        "InvalidPayloadField",
+        "InvalidSession",
+        "InvalidSignature",
+        "LoginError",
+        "MalformedPayload",
+        "MemoryCache",
+        "MissingHeader",
+        "NotFound",
+        "OAuthFlowError",
+        "PayloadTooDeep",
+        "PayloadTooLarge",
+        "RateLimited",
+        "RateLimitedGhApi",
+        "RedisCache",
+        "RetryPolicy",
+        "STATUS_DUPLICATE",
+        "STATUS_FUNC_CALLED",
+        "STATUS_NO_FUNC_CALLED",
+        "STATUS_QUEUED",
+        "ScheduleTimeout",
+        "SecondaryRateLimited",
+        "ServerError",
+        "Settings",
+        "StatusError",
+        "StoreError",
+        "StoreUnavailable",
+        "Unauthorized",
+        "UnsupportedContentType",
+        "ValidationFailed",
+        "WebhookError",
+        "__version__",
+        "with_rate_limit_handling",
+    ],
+    "ghapp_celery.testing": [
+        "ACCESS_TTL",
+        "AppFactory",
+        "AuthKind",
+        "Clock",
+        "Credential",
+        "Deliveries",
+        "Endpoint",
+        "FakeClock",
+        "FakeGitHub",
+        "FakeOAuth",
+        "FakeRepo",
+        "FakeUser",
+        "GraphQLResolver",
+        "Handler",
+        "IssuedToken",
+        "PostedDelivery",
+        "REFRESH_TTL",
+        "RecordedRequest",
+        "Reply",
+        "WebhookClient",
+        "background_worker",
+        "default_resolver",
+        "make_delivery",
+        "make_event",
+        "make_private_key",
+        "public_key_pem",
+        "serve",
+        "serve_webhooks",
+        "sign",
+        "signed_request",
+        "webhook_headers",
+    ],
+    "ghapp_celery.store": [
+        "DEFAULT_URL",
+        "DeliveryNotFound",
+        "DeliveryRecord",
+        "DeliveryState",
+        "DeliveryStore",
+        "Page",
+        "RunPlan",
+        "RunRecord",
+        "RunState",
+        "StoreUnavailable",
+        "decode_cursor",
+        "delivery_state",
+    ],
+    "ghapp_celery.github": [
+        "AsyncGitHubClient",
+        "CacheEntry",
+        "Clock",
+        "GitHubAppAuth",
+        "GitHubClient",
+        "GitHubResponse",
+        "GitHubSession",
+        "InstallationAuthorization",
+        "MemoryCache",
+        "RateLimit",
+        "RedisCache",
+        "ResponseCache",
+        "RetrySettings",
+        "aclose_sessions",
+        "api_urls",
+        "client_for",
+        "configure_sessions",
+        "is_rate_limited",
+        "is_secondary",
+        "parse_github_timestamp",
+        "rate_limit_info",
+        "retry_delay",
+        "session_for",
+        "session_resource",
+        "sync_client_for",
+    ],
+    "ghapp_celery.intake": [
+        "BodyBudget",
+        "IntakePolicy",
+        "STATUS_DUPLICATE",
+        "STATUS_FUNC_CALLED",
+        "STATUS_NO_FUNC_CALLED",
+        "STATUS_QUEUED",
+        "WebhookIntake",
+        "webhook_router",
+    ],
+    "ghapp_celery.oauth": [
+        "GitHubOAuthFlow",
+        "GitHubTokens",
+        "HoldsOAuth",
+        "InvalidSession",
+        "OAuthConfig",
+        "OAuthFlowError",
+        "OAuthIntegration",
+        "OAuthManager",
+        "OAuthSettings",
+        "RefreshingUserCredentials",
+        "SessionManager",
+        "StateSealer",
+        "TokenCipher",
+        "configure_oauth",
+        "manager_of",
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(SURFACE))
+def test_all_is_the_pinned_surface(name: str) -> None:
+    module = importlib.import_module(name)
+    assert sorted(module.__all__) == SURFACE[name]
+    assert len(set(module.__all__)) == len(module.__all__), "a name listed twice"
+
+
+@pytest.mark.parametrize("name", sorted(SURFACE))
+def test_every_name_in_all_exists(name: str) -> None:
+    module = importlib.import_module(name)
+    missing = [attr for attr in module.__all__ if not hasattr(module, attr)]
+    assert missing == []
+
+
+@pytest.mark.parametrize("name", sorted(SURFACE))
+def test_every_public_class_or_function_defined_here_is_in_all(name: str) -> None:
+    module = importlib.import_module(name)
+    defined = [
+        attr
+        for attr, value in vars(module).items()
+        if not attr.startswith("_")
+        and (inspect.isclass(value) or inspect.isfunction(value))
+        and value.__module__ == name
+    ]
+    assert sorted(set(defined) - set(module.__all__)) == []
