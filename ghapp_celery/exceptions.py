@@ -23,20 +23,35 @@ The tree::
     │   ├── GitHubConnectionError       no answer: connection refused/reset (a ConnectionError)
     │   │   └── GitHubTimeout           no answer in time (also a TimeoutError)
     │   └── GraphQLError                a GraphQL answer whose body carries ``errors``
-    └── WebhookError                    a delivery we refuse; carries its HTTP status
-        ├── InvalidSignature            401
-        ├── PayloadTooLarge             413
-        ├── BodyTimeout                 408  the body did not arrive within the deadline
-        ├── IntakeBusy                  503  too many body bytes in flight (Retry-After)
-        ├── MalformedPayload            400
-        │   ├── PayloadTooDeep          400  JSON nested past the parser's recursion limit
-        │   └── InvalidPayloadField     400  a payload value the store cannot hold
-        ├── MissingHeader               400
-        ├── InvalidHeader               400  a header value the store cannot hold
-        └── UnsupportedContentType      415
+    ├── WebhookError                    a delivery we refuse; carries its HTTP status
+    │   ├── InvalidSignature            401
+    │   ├── PayloadTooLarge             413
+    │   ├── BodyTimeout                 408  the body did not arrive within the deadline
+    │   ├── IntakeBusy                  503  too many body bytes in flight (Retry-After)
+    │   ├── MalformedPayload            400
+    │   │   ├── PayloadTooDeep          400  JSON nested past the parser's recursion limit
+    │   │   └── InvalidPayloadField     400  a payload value the store cannot hold
+    │   ├── MissingHeader               400
+    │   ├── InvalidHeader               400  a header value the store cannot hold
+    │   └── UnsupportedContentType      415
+    ├── ScheduleTimeout                 the intake could not record a delivery within its
+    │                                   deadline (answered 503; also a TimeoutError)
+    ├── StatusError                     a non-2xx answer of the status API: status, code, detail
+    ├── StoreError                      the delivery store (``ghapp_celery.store``)
+    │   ├── StoreUnavailable            the database could not be reached or refused
+    │   └── DeliveryNotFound            no such delivery (also a KeyError)
+    ├── HandlerTimeout                  a coroutine handler outran its timeout (retried)
+    └── GitHubOAuthError                GitHub login (``ghapp_celery.oauth``)
+        ├── LoginError                  what an OAuth route answers: status, error, detail
+        ├── OAuthFlowError              GitHub's token endpoint said no or was unreachable
+        └── InvalidSession              a session token missing, forged, expired, ...
 
 fastapi-githubapp raised these names as unrelated ``Exception`` subclasses; making them share a
 base lets ``except GitHubAppError`` catch every failure while old ``except`` clauses keep working.
+The store's, the status API's, the intake's scheduling and the OAuth errors are defined here
+too and re-exported where they used to live (``ghapp_celery.store.errors``,
+``ghapp_celery.oauth``, ``ghapp_celery.tasks``, ...), so those import paths keep working.
+This module imports nothing but the standard library.
 """
 
 from __future__ import annotations
@@ -46,30 +61,40 @@ from typing import Any
 __all__ = [
     "BodyTimeout",
     "ConfigurationError",
+    "DeliveryNotFound",
     "Forbidden",
     "GitHubAppBadCredentials",
     "GitHubAppError",
     "GitHubAppValidationError",
     "GitHubConnectionError",
     "GitHubError",
+    "GitHubOAuthError",
     "GitHubRateLimitError",
     "GitHubTimeout",
     "GithubAppUnkownObject",
     "GithubUnauthorized",
     "GraphQLError",
     "HTTPError",
+    "HandlerTimeout",
     "IntakeBusy",
     "InvalidHeader",
     "InvalidPayloadField",
+    "InvalidSession",
     "InvalidSignature",
+    "LoginError",
     "MalformedPayload",
     "MissingHeader",
     "NotFound",
+    "OAuthFlowError",
     "PayloadTooDeep",
     "PayloadTooLarge",
     "RateLimited",
+    "ScheduleTimeout",
     "SecondaryRateLimited",
     "ServerError",
+    "StatusError",
+    "StoreError",
+    "StoreUnavailable",
     "Unauthorized",
     "UnsupportedContentType",
     "ValidationFailed",
@@ -360,3 +385,110 @@ class UnsupportedContentType(WebhookError):
     http_status = 415
     code = "unsupported_content_type"
     default_message = "Content-Type must be application/json or application/x-www-form-urlencoded"
+
+
+# -- the intake and the status API ------------------------------------------------------------
+
+
+class ScheduleTimeout(GitHubAppError, TimeoutError):
+    """The delivery was not recorded within the request's deadline. Had a scheduler thread
+    taken it already, it may still be recorded (and published) when the store comes back;
+    one still waiting in the queue is dropped."""
+
+    default_message = "The delivery was not recorded within the deadline"
+
+
+class StatusError(GitHubAppError):
+    """An answer of the status API other than 2xx: ``{"detail": ..., "error": code}``."""
+
+    def __init__(
+        self, status: int, code: str, detail: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(detail, status)
+        self.status: int = status
+        self.code, self.detail, self.headers = code, detail, headers
+
+    def body(self) -> dict[str, str]:
+        return {"detail": self.detail, "error": self.code}
+
+
+# -- the delivery store -----------------------------------------------------------------------
+
+
+class StoreError(GitHubAppError):
+    """Base of the delivery store's errors."""
+
+    default_message = "Delivery store error"
+
+
+class StoreUnavailable(StoreError):
+    """The database could not be reached or refused the operation.
+
+    The message is deliberately generic: database errors often quote the URL (with its
+    password) or the SQL, and this message ends up in HTTP answers and logs. The original
+    exception is chained as ``__cause__`` for whoever needs the detail.
+    """
+
+    default_message = "The delivery store is unavailable"
+
+
+class DeliveryNotFound(StoreError, KeyError):
+    """No delivery with that id is stored. A KeyError too, so ``except KeyError`` works."""
+
+    default_message = "Delivery not found"
+
+    def __str__(self) -> str:
+        # KeyError.__str__ would repr() the message, adding quotes.
+        return self.message
+
+
+# -- handlers in the worker -------------------------------------------------------------------
+
+
+class HandlerTimeout(GitHubAppError):
+    """A coroutine handler ran longer than its timeout and was cancelled (retried as
+    transient by the retry policy)."""
+
+    default_message = "Handler timed out"
+
+
+# -- GitHub login (OAuth) ---------------------------------------------------------------------
+
+
+class GitHubOAuthError(GitHubAppError):
+    """Base of the GitHub login errors (``ghapp_celery.oauth``)."""
+
+    default_message = "GitHub login failed"
+
+
+class LoginError(GitHubOAuthError):
+    """What an OAuth route answers: ``status``, a short ``error`` code and a ``detail``
+    sentence. Neither ever holds a token or an exception's text."""
+
+    def __init__(self, status: int, error: str, detail: str) -> None:
+        super().__init__(error, status)
+        self.status: int = status
+        self.error = error
+        self.detail = detail
+
+    def body(self) -> dict[str, str]:
+        return {"detail": self.detail, "error": self.error}
+
+
+class OAuthFlowError(GitHubOAuthError):
+    """The token endpoint said no (``rejected``) or could not be used (not ``rejected``).
+
+    ``error`` is GitHub's error code (``bad_verification_code``, ``bad_refresh_token``, ...)
+    or one of ours (``unreachable``, ``invalid_token_response``); never a token or a body.
+    """
+
+    def __init__(self, error: str, *, rejected: bool) -> None:
+        super().__init__(error)
+        self.error = error
+        self.rejected = rejected
+
+
+class InvalidSession(GitHubOAuthError):
+    """The session token is missing, malformed, forged, expired or of the wrong type."""
+
+    default_message = "Invalid session"

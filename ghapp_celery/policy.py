@@ -1,6 +1,8 @@
 """How a background handler is retried: RetryPolicy, mapped onto Celery's own task options.
 
-Pure: no Celery import, so the app and the intake can build policies without a worker.
+Pure: no Celery import, so the app, ``routing`` and the intake can build policies without a
+worker. ``classify`` decides by ``isinstance`` against the one exception tree
+(``ghapp_celery.exceptions``), never by a class's name.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from enum import StrEnum
 
 import httpx
 
-from .exceptions import GitHubAppError, GitHubRateLimitError
+from .exceptions import GitHubAppError, GitHubRateLimitError, HandlerTimeout
 
 __all__ = ["DEFAULT_RETRY", "Outcome", "RetryPolicy", "classify"]
 
@@ -25,16 +27,17 @@ class Outcome(StrEnum):
 
 
 def _is_transient(exc: BaseException) -> bool:
-    """GitHub 5xx, timeouts and connection errors: the kinds of failure worth retrying."""
-    if isinstance(exc, (httpx.TransportError, TimeoutError, ConnectionError)):
+    """GitHub 5xx, timeouts and connection errors: the kinds of failure worth retrying.
+
+    A ``GitHubConnectionError`` (a ConnectionError) and a ``ServerError`` (status >= 500) are
+    among them, whether a client call or a token mint raised them; so is ``HandlerTimeout``."""
+    if isinstance(exc, (httpx.TransportError, TimeoutError, ConnectionError, HandlerTimeout)):
         return True
     if isinstance(exc, GitHubAppError) and isinstance(exc.status, int):
         return exc.status >= 500
     if isinstance(exc, httpx.HTTPStatusError):
         return exc.response.status_code >= 500
-    # Our own timeout of a handler (tasks.loop.HandlerTimeout) subclasses GitHubAppError with
-    # no status; it names itself so this module needn't import the tasks package.
-    return type(exc).__name__ == "HandlerTimeout"
+    return False
 
 
 @dataclass(frozen=True)

@@ -338,6 +338,22 @@ def test_public_names_are_pinned() -> None:
             "WebhookError",
             "__version__",
             "with_rate_limit_handling",
+            # issue 11: the whole exception tree is public
+            "BodyTimeout",
+            "DeliveryNotFound",
+            "GitHubOAuthError",
+            "HandlerTimeout",
+            "IntakeBusy",
+            "InvalidHeader",
+            "InvalidPayloadField",
+            "InvalidSession",
+            "LoginError",
+            "OAuthFlowError",
+            "PayloadTooDeep",
+            "ScheduleTimeout",
+            "StatusError",
+            "StoreError",
+            "StoreUnavailable",
         ]
     )
     for name in ghapp_celery.__all__:

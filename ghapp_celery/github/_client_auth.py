@@ -8,11 +8,12 @@ the token, so an installation's hourly token rotation changes nothing but the he
 from __future__ import annotations
 
 import hashlib
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from ghapp_celery.github.auth import GitHubAppAuth
+if TYPE_CHECKING:  # auth.py imports the clients to mint through them
+    from ghapp_celery.github.auth import GitHubAppAuth
 
-__all__ = ["AppCredentials", "Credentials", "InstallationCredentials", "TokenCredentials"]
+__all__ = ["AppJWTCredentials", "Credentials", "InstallationCredentials", "TokenCredentials"]
 
 
 class Credentials(Protocol):
@@ -31,7 +32,7 @@ class Credentials(Protocol):
         ...
 
 
-class AppCredentials:
+class AppJWTCredentials:
     """The app itself: an RS256 JWT, made fresh for every request (``/app/...`` endpoints)."""
 
     def __init__(self, auth: GitHubAppAuth) -> None:

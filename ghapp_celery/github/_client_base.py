@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import httpx
 
 from ghapp_celery.exceptions import ConfigurationError, GraphQLError, RateLimited
 from ghapp_celery.github._client_auth import (
-    AppCredentials,
+    AppJWTCredentials,
     Credentials,
     InstallationCredentials,
     TokenCredentials,
 )
 from ghapp_celery.github._client_core import GitHubResponse
 from ghapp_celery.github._client_session import Exchange, GitHubSession
-from ghapp_celery.github.auth import GitHubAppAuth
 from ghapp_celery.github.ratelimit import RateLimit, rate_limit_info
+
+if TYPE_CHECKING:  # auth.py imports the clients to mint through them
+    from ghapp_celery.github.auth import GitHubAppAuth
 
 __all__ = ["ClientBase"]
 
@@ -62,7 +64,7 @@ class ClientBase:
             raise ConfigurationError("a GitHub client needs a GitHubAppAuth or a token")
         if installation_id is not None:
             return InstallationCredentials(auth, installation_id)
-        return AppCredentials(auth)
+        return AppJWTCredentials(auth)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.credentials.identity!r}, {self.session.rest_url!r})"

@@ -44,7 +44,7 @@ __all__ = [
     "RateLimitTracker",
     "RetrySettings",
     "api_urls",
-    "decode_body",
+    "decode_answer",
     "error_from_response",
     "resource_for",
 ]
@@ -98,7 +98,7 @@ def resource_for(path: str) -> str:
     return "core"
 
 
-def decode_body(content: bytes, content_type: str | None) -> Any:
+def decode_answer(content: bytes, content_type: str | None) -> Any:
     """JSON for JSON media types, text for the rest (diffs, raw files), None when empty."""
     if not content:
         return None

@@ -36,7 +36,7 @@ from ghapp_celery.github._client_core import (
     RateLimitTracker,
     RetrySettings,
     api_urls,
-    decode_body,
+    decode_answer,
     error_from_response,
     exhausted_error,
     resource_for,
@@ -201,6 +201,7 @@ class Exchange:
         use_cache: bool,
         refused: Callable[[str], bool] | None = None,
         retry: bool | None = None,
+        rate_limit_wait: float | None = None,
     ) -> None:
         self.session = session
         self.refused = refused
@@ -218,6 +219,10 @@ class Exchange:
         # True: retry 5xx and transport failures whatever the method (a GraphQL query is a POST
         # but safe to repeat); False: never retry; None: decide by the method.
         self.retry_override = retry
+        # The most this request may sleep for rate limits in all; None: the session's budget.
+        self.rate_limit_wait = (
+            session.rate_limit_wait if rate_limit_wait is None else rate_limit_wait
+        )
 
     # -- before sending ----------------------------------------------------------------------
 
@@ -229,7 +234,7 @@ class Exchange:
         if reset is None:
             return 0.0
         wait = max(0.0, reset - now) + 1.0
-        if self.waited + wait <= self.session.rate_limit_wait:
+        if self.waited + wait <= self.rate_limit_wait:
             self.waited += wait
             return wait
         raise exhausted_error(self.identity, self.resource, reset, now, self.method, self.url)
@@ -253,7 +258,8 @@ class Exchange:
     # -- after a try -------------------------------------------------------------------------
 
     def after_transport_error(self, exc: httpx.TransportError) -> float:
-        """Seconds to back off before the next try, or raise the wrapped error."""
+        """Seconds to back off before the next try, or raise the wrapped error (``from exc``,
+        so the httpx failure stays at hand as ``__cause__``)."""
         retry = self.session.retry
         allowed = (
             self.retry_override
@@ -265,7 +271,8 @@ class Exchange:
             self.attempt += 1
             return delay
         kind = GitHubTimeout if isinstance(exc, httpx.TimeoutException) else GitHubConnectionError
-        raise kind(f"{kind.default_message} ({type(exc).__name__}) for {self.method} {self.url}")
+        message = f"{kind.default_message} ({type(exc).__name__}) for {self.method} {self.url}"
+        raise kind(message) from exc
 
     def after_response(
         self, response: httpx.Response, secret: str, entry: CacheEntry | None
@@ -276,7 +283,7 @@ class Exchange:
         limit = s.tracker.update(self.identity, response.headers, self.resource)
         if status == 304 and entry is not None:
             s.tracker.record_success(self.identity)
-            data = decode_body(entry.body, entry.content_type)
+            data = decode_answer(entry.body, entry.content_type)
             headers = response.headers
             if entry.link and "link" not in headers:
                 headers = headers.copy()
@@ -285,7 +292,7 @@ class Exchange:
         content = response.content
         ctype = response.headers.get("content-type")
         try:
-            data = decode_body(content, ctype)
+            data = decode_answer(content, ctype)
         except ValueError:
             data = response.text
         if 200 <= status < 300:
@@ -308,7 +315,7 @@ class Exchange:
             if isinstance(error, SecondaryRateLimited):
                 s.tracker.record_secondary(self.identity)
             wait = error.retry_after or 0.0
-            if self.waited + wait <= s.rate_limit_wait:
+            if self.waited + wait <= self.rate_limit_wait:
                 self.waited += wait
                 return wait
             raise error

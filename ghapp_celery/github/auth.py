@@ -1,5 +1,14 @@
 """GitHub App authentication: the app JWT and cached installation tokens, sync and async.
 
+Every call made here (a token mint, ``GET /app``, ``GET /app/installations``) goes through the
+same ``GitHubSession`` and ``Exchange`` as the clients' calls: the session of the running event
+loop for a coroutine, the blocking session otherwise (``registry``). So a refused connection is a
+``GitHubConnectionError``, a 5xx a ``ServerError``, from the one error tree, and a background
+run retries either with Celery's backoff. Nothing here is retried in place: a retry that sleeps
+would hold a worker thread. A rate limit is waited out only where 0.2.7 did (up to
+``rate_limit_retries`` waits of at most ``rate_limit_max_sleep`` seconds), and never inside a
+background run (``no_rate_limit_waits``), where Celery counts down to the reset instead.
+
 One ``GitHubAppAuth`` holds one token cache for both paths. A token is reused until
 ``refresh_margin`` seconds before it expires and minted once per installation however many threads
 or coroutines ask at the same moment: a per-installation ``threading.RLock`` serialises minting
@@ -19,14 +28,21 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from ghapp_celery.exceptions import ConfigurationError, GitHubAppError
-from ghapp_celery.github._client_transport import shared_ssl_context
-from ghapp_celery.github._http import RetryPolicy, github_headers, transport_error
+from ghapp_celery.github import _app_calls, registry
+from ghapp_celery.github._app_calls import RateLimitWaits, no_rate_limit_waits
+from ghapp_celery.github._client_core import GitHubResponse
 from ghapp_celery.github.tokens import InstallationAuthorization
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
-__all__ = ["MAX_JWT_LIFETIME", "Clock", "GitHubAppAuth", "InstallationAuthorization"]
+__all__ = [
+    "MAX_JWT_LIFETIME",
+    "Clock",
+    "GitHubAppAuth",
+    "InstallationAuthorization",
+    "no_rate_limit_waits",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -67,17 +83,13 @@ class GitHubAppAuth:
         self.refresh_margin = refresh_margin
         self.timeout = timeout
         self.user_agent = user_agent
-        self._retry = RetryPolicy(rate_limit_retries, rate_limit_max_sleep)
-        self._sleep = sleep
-        self._asleep = asleep
+        self._waits = RateLimitWaits(rate_limit_retries, rate_limit_max_sleep, sleep, asleep)
         self._transport = transport
         self._async_transport = async_transport
-        self._lock = threading.Lock()  # guards every dict and client slot below
+        self._lock = threading.Lock()  # guards every dict below
         self._tokens: dict[int, InstallationAuthorization] = {}
         self._mint_locks: dict[int, threading.RLock] = {}
         self._loop_locks: dict[asyncio.AbstractEventLoop, dict[int, asyncio.Lock]] = {}
-        self._client: httpx.Client | None = None
-        self._async_clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
 
     def __repr__(self) -> str:
         return f"GitHubAppAuth(app_id={self.app_id!r}, base_url={self.base_url!r})"
@@ -119,9 +131,6 @@ class GitHubAppAuth:
         import jwt
 
         return jwt.encode(claims, self._key(), algorithm="RS256")
-
-    def _app_headers(self) -> dict[str, str]:
-        return github_headers(f"Bearer {self.create_jwt()}", self.user_agent)
 
     # -- the token cache -----------------------------------------------------------------------
 
@@ -169,14 +178,14 @@ class GitHubAppAuth:
         return None if user_id is None else {"user_id": user_id}
 
     @staticmethod
-    def _authorization(response: httpx.Response) -> InstallationAuthorization:
+    def _authorization(response: GitHubResponse) -> InstallationAuthorization:
         try:
-            data = response.json()
+            data = response.data
             return InstallationAuthorization(data["token"], data.get("expires_at"))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise GitHubAppError(
                 "GitHub sent an installation token answer that could not be read",
-                status=response.status_code,
+                status=response.status,
             ) from exc
 
     def get_access_token(
@@ -260,7 +269,7 @@ class GitHubAppAuth:
         while url is not None:
             response = self._send("GET", url)
             found.extend(_json_list(response))
-            url = _next_link(response)
+            url = response.next_url
         return found
 
     async def aall_installations(self, per_page: int = 100) -> list[dict[str, Any]]:
@@ -269,7 +278,7 @@ class GitHubAppAuth:
         while url is not None:
             response = await self._asend("GET", url)
             found.extend(_json_list(response))
-            url = _next_link(response)
+            url = response.next_url
         return found
 
     def get_app(self) -> dict[str, Any]:
@@ -279,114 +288,50 @@ class GitHubAppAuth:
     async def aget_app(self) -> dict[str, Any]:
         return _json_object(await self._asend("GET", "/app"))
 
-    # -- HTTP ----------------------------------------------------------------------------------
+    # -- HTTP: the shared sessions (see _app_calls) ---------------------------------------------
 
-    def _url(self, path_or_url: str) -> str:
-        if not path_or_url.startswith(("http://", "https://")):
-            return f"{self.base_url}{path_or_url}"
-        if not path_or_url.startswith(f"{self.base_url}/"):
-            # A Link pointing elsewhere must not receive the app's JWT.
-            raise GitHubAppError("GitHub sent a link outside the configured base URL")
-        return path_or_url
+    def transports(self) -> dict[str, httpx.BaseTransport | httpx.AsyncBaseTransport | None]:
+        """The transports given to the constructor, as ``GitHubSession`` options: the sessions
+        this auth's calls (and ``client_for``'s clients) go through are built with them."""
+        return {"transport": self._transport, "async_transport": self._async_transport}
 
-    def _sync_client(self) -> httpx.Client:
-        with self._lock:
-            if self._client is None:
-                self._client = httpx.Client(
-                    timeout=self.timeout, transport=self._transport, verify=shared_ssl_context()
-                )
-            return self._client
-
-    def _async_client(self) -> httpx.AsyncClient:
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            for other in [lp for lp in self._async_clients if lp.is_closed()]:
-                del self._async_clients[other]  # its sockets died with that loop
-            client = self._async_clients.get(loop)
-            if client is None:
-                client = httpx.AsyncClient(
-                    timeout=self.timeout,
-                    transport=self._async_transport,
-                    verify=shared_ssl_context(),
-                )
-                self._async_clients[loop] = client
-            return client
-
-    def _send(self, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
-        client = self._sync_client()
-        attempt = 0
-        while True:
-            try:
-                response = client.request(
-                    method, self._url(path), headers=self._app_headers(), json=body
-                )
-            except httpx.HTTPError as exc:
-                raise transport_error(exc) from exc
-            delay = self._retry.check(response, attempt, self.clock())
-            if delay is None:
-                return response
-            logger.warning("GitHub rate limit on %s %s; retrying in %.1f s", method, path, delay)
-            self._sleep(delay)
-            attempt += 1
+    def _send(self, method: str, path: str, body: dict[str, Any] | None = None) -> GitHubResponse:
+        return _app_calls.send(self, self._waits, method, path, body)
 
     async def _asend(
         self, method: str, path: str, body: dict[str, Any] | None = None
-    ) -> httpx.Response:
-        client = self._async_client()
-        attempt = 0
-        while True:
-            try:
-                response = await client.request(
-                    method, self._url(path), headers=self._app_headers(), json=body
-                )
-            except httpx.HTTPError as exc:
-                raise transport_error(exc) from exc
-            delay = self._retry.check(response, attempt, self.clock())
-            if delay is None:
-                return response
-            logger.warning("GitHub rate limit on %s %s; retrying in %.1f s", method, path, delay)
-            await self._asleep(delay)
-            attempt += 1
+    ) -> GitHubResponse:
+        return await _app_calls.asend(self, self._waits, method, path, body)
+
+    def _async_client(self) -> httpx.AsyncClient:
+        """The running loop's connection pool, the one this auth's coroutine calls use."""
+        return registry.session_for(self).ahttp()
 
     def close(self) -> None:
-        """Close the blocking client (a later call opens a new one)."""
-        with self._lock:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()
+        """Close the blocking session's connections (a later call opens new ones)."""
+        registry.blocking_session_for(self).close()
 
     async def aclose(self) -> None:
-        """Close this loop's async client and the blocking one."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            client = self._async_clients.pop(loop, None)
-        if client is not None:
-            await client.aclose()
+        """Close this loop's session (shared with ``client_for``'s clients) and the blocking one."""
+        await registry.aclose_sessions(self)
         self.close()
 
 
-def _json_list(response: httpx.Response) -> list[dict[str, Any]]:
-    data = _json(response)
+def _json_list(response: GitHubResponse) -> list[dict[str, Any]]:
+    data = response.data
     if not isinstance(data, list):
-        raise GitHubAppError("GitHub sent a non-list answer", status=response.status_code)
+        raise GitHubAppError(_unexpected("a non-list", data), status=response.status)
     return data
 
 
-def _json_object(response: httpx.Response) -> dict[str, Any]:
-    data = _json(response)
+def _json_object(response: GitHubResponse) -> dict[str, Any]:
+    data = response.data
     if not isinstance(data, dict):
-        raise GitHubAppError("GitHub sent a non-object answer", status=response.status_code)
+        raise GitHubAppError(_unexpected("a non-object", data), status=response.status)
     return data
 
 
-def _json(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError as exc:
-        status = response.status_code
-        raise GitHubAppError("GitHub sent an answer that is not JSON", status=status) from exc
-
-
-def _next_link(response: httpx.Response) -> str | None:
-    nxt = response.links.get("next")
-    return None if nxt is None else nxt.get("url")
+def _unexpected(kind: str, data: object) -> str:
+    if data is None or isinstance(data, (str, bytes)):  # not decoded: not a JSON answer
+        return "GitHub sent an answer that is not JSON"
+    return f"GitHub sent {kind} answer"

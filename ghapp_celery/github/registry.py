@@ -13,15 +13,18 @@ import asyncio
 import threading
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ghapp_celery.github._client_session import GitHubSession
-from ghapp_celery.github.auth import GitHubAppAuth
 from ghapp_celery.github.client import AsyncGitHubClient
 from ghapp_celery.github.sync_client import GitHubClient
 
+if TYPE_CHECKING:  # auth.py mints through the sessions made here
+    from ghapp_celery.github.auth import GitHubAppAuth
+
 __all__ = [
     "aclose_sessions",
+    "blocking_session_for",
     "client_for",
     "configure_sessions",
     "session_for",
@@ -47,6 +50,12 @@ def _new_session(auth: GitHubAppAuth) -> GitHubSession:
     options = dict(_options.get(auth, {}))
     options.setdefault("user_agent", auth.user_agent)
     options.setdefault("clock", auth.clock)
+    options.setdefault("timeout", auth.timeout)
+    # The auth's own transports (a test's mock, a proxy) carry its sessions' calls too: the
+    # token mints go through these very sessions.
+    for name, transport in auth.transports().items():
+        if transport is not None:
+            options.setdefault(name, transport)
     return GitHubSession(auth.base_url, **options)
 
 
@@ -55,11 +64,7 @@ def session_for(auth: GitHubAppAuth) -> GitHubSession:
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
-        with _lock:
-            session = _sync.get(auth)
-            if session is None:
-                session = _sync[auth] = _new_session(auth)
-            return session
+        return blocking_session_for(auth)
     with _lock:
         per_loop = _async.get(auth)
         if per_loop is None:
@@ -67,6 +72,16 @@ def session_for(auth: GitHubAppAuth) -> GitHubSession:
         session = per_loop.get(loop)
         if session is None:
             session = per_loop[loop] = _new_session(auth)
+        return session
+
+
+def blocking_session_for(auth: GitHubAppAuth) -> GitHubSession:
+    """The session for ``auth``'s blocking calls, whichever thread makes them (its pool is a
+    thread-safe ``httpx.Client``)."""
+    with _lock:
+        session = _sync.get(auth)
+        if session is None:
+            session = _sync[auth] = _new_session(auth)
         return session
 
 
@@ -78,11 +93,7 @@ def client_for(auth: GitHubAppAuth, installation_id: int | None) -> AsyncGitHubC
 
 def sync_client_for(auth: GitHubAppAuth, installation_id: int | None) -> GitHubClient:
     """The blocking twin of ``client_for`` (call it outside an event loop)."""
-    with _lock:
-        session = _sync.get(auth)
-        if session is None:
-            session = _sync[auth] = _new_session(auth)
-    return GitHubClient(auth, installation_id, session=session)
+    return GitHubClient(auth, installation_id, session=blocking_session_for(auth))
 
 
 async def aclose_sessions(auth: GitHubAppAuth | None = None) -> None:

@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from ..exceptions import ScheduleTimeout
 from ..routing import HandlerSpec
 from ..webhooks import Delivery
 
@@ -28,17 +29,14 @@ __all__ = ["BatchScheduler", "ScheduleBatcher", "ScheduleTimeout"]
 #: Deliveries one thread records and publishes together at most.
 MAX_BATCH = 128
 
-Outcome = tuple[Sequence[Any], Sequence[str]]
-_Item = tuple[Delivery, Sequence[HandlerSpec], asyncio.AbstractEventLoop, "asyncio.Future[Outcome]"]
+# What scheduling one delivery gives back: its recorded runs and the run ids published.
+Scheduled = tuple[Sequence[Any], Sequence[str]]
+_Item = tuple[
+    Delivery, Sequence[HandlerSpec], asyncio.AbstractEventLoop, "asyncio.Future[Scheduled]"
+]
 
 
 _STOP: Any = object()  # queued once per thread by close()
-
-
-class ScheduleTimeout(TimeoutError):
-    """The delivery was not recorded within the request's deadline. Had a scheduler thread
-    taken it already, it may still be recorded (and published) when the store comes back;
-    one still waiting in the queue is dropped."""
 
 
 class BatchScheduler(Protocol):
@@ -46,7 +44,7 @@ class BatchScheduler(Protocol):
 
     def record_and_publish_many(
         self, batch: Sequence[tuple[Delivery, Sequence[HandlerSpec]]]
-    ) -> Sequence[Outcome | Exception]: ...
+    ) -> Sequence[Scheduled | Exception]: ...
 
 
 class ScheduleBatcher:
@@ -65,7 +63,7 @@ class ScheduleBatcher:
 
     async def schedule(
         self, delivery: Delivery, specs: Sequence[HandlerSpec], timeout: float | None = None
-    ) -> Outcome:
+    ) -> Scheduled:
         """Record and publish ``delivery``'s runs; raises what recording it raised, or
         ScheduleTimeout when that took longer than ``timeout`` seconds."""
         if self._pid != os.getpid():
@@ -73,7 +71,7 @@ class ScheduleBatcher:
         if not self._started:
             self._start()
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Outcome] = loop.create_future()
+        future: asyncio.Future[Scheduled] = loop.create_future()
         self._queue.put((delivery, specs, loop, future))
         if timeout is None:
             return await future
@@ -133,7 +131,7 @@ class ScheduleBatcher:
             return
         fatal: BaseException | None = None
         try:
-            outcomes: list[Outcome | Exception] = list(
+            outcomes: list[Scheduled | Exception] = list(
                 self._scheduler().record_and_publish_many([(d, s) for d, s, _, _ in batch])
             )
         except Exception as exc:  # nothing of the batch is known to be recorded
@@ -141,7 +139,7 @@ class ScheduleBatcher:
         except BaseException as exc:  # still answer the requests before this thread ends
             fatal = exc
             outcomes = [RuntimeError("the scheduler thread stopped")] * len(batch)
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Outcome | Exception]]] = {}
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Scheduled | Exception]]] = {}
         for (_, _, loop, future), outcome in zip(batch, outcomes, strict=True):
             by_loop.setdefault(loop, []).append((future, outcome))
         for loop, settled in by_loop.items():
@@ -152,7 +150,7 @@ class ScheduleBatcher:
             raise fatal
 
 
-def _settle(settled: list[tuple[asyncio.Future[Outcome], Outcome | Exception]]) -> None:
+def _settle(settled: list[tuple[asyncio.Future[Scheduled], Scheduled | Exception]]) -> None:
     for future, outcome in settled:
         if future.done():  # the request was cancelled (client gone)
             continue

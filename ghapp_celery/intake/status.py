@@ -30,6 +30,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.responses import Response
 
+from ..exceptions import StatusError
 from ..store import decode_cursor
 from ..store.errors import StoreUnavailable
 
@@ -55,18 +56,8 @@ _EXPECTED = {
 }
 
 
-class StatusError(Exception):
-    """An answer of the status API other than 2xx: ``{"detail": ..., "error": code}``."""
-
-    def __init__(
-        self, status: int, code: str, detail: str, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(detail)
-        self.status, self.code, self.detail, self.headers = status, code, detail, headers
-
-    def response(self) -> JSONResponse:
-        body = {"detail": self.detail, "error": self.code}
-        return JSONResponse(body, status_code=self.status, headers=self.headers)
+def _answer(error: StatusError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
 
 class StatusErrorBody(BaseModel):
@@ -117,14 +108,14 @@ class StatusRoute(APIRoute):
             try:
                 return await handler(request)
             except RequestValidationError as exc:
-                return _from_validation(exc).response()
+                return _answer(_from_validation(exc))
             except StatusError as exc:
-                return exc.response()
+                return _answer(exc)
             except StoreUnavailable as exc:
                 cause = type(exc.__cause__).__name__ if exc.__cause__ else "unknown"
                 LOG.warning("Status API: the delivery store is unavailable (%s)", cause)
                 detail = "The delivery store is unavailable"
-                return StatusError(503, "store_unavailable", detail).response()
+                return _answer(StatusError(503, "store_unavailable", detail))
 
         return route
 

@@ -9,18 +9,9 @@ from __future__ import annotations
 
 from fastapi import HTTPException
 
+from ..exceptions import LoginError
+
 __all__ = ["LoginError", "safe_code", "unauthorized"]
-
-
-class LoginError(Exception):
-    def __init__(self, status: int, error: str, detail: str) -> None:
-        super().__init__(error)
-        self.status = status
-        self.error = error
-        self.detail = detail
-
-    def body(self) -> dict[str, str]:
-        return {"detail": self.detail, "error": self.error}
 
 
 def safe_code(value: str | None, default: str = "oauth_error") -> str:

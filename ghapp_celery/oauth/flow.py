@@ -20,6 +20,7 @@ from authlib.common.security import generate_token  # type: ignore[import-untype
 from authlib.integrations.base_client import OAuthError  # type: ignore[import-untyped,unused-ignore]
 from authlib.integrations.httpx_client import AsyncOAuth2Client  # type: ignore[import-untyped,unused-ignore]
 
+from ..exceptions import OAuthFlowError
 from ..github._client_transport import shared_ssl_context
 from .settings import OAuthConfig
 
@@ -27,19 +28,6 @@ __all__ = ["GitHubOAuthFlow", "GitHubTokens", "OAuthFlowError"]
 
 _USER_AGENT = "ghapp-celery-oauth"
 _JSON = {"Accept": "application/json", "User-Agent": _USER_AGENT}
-
-
-class OAuthFlowError(Exception):
-    """The token endpoint said no (``rejected``) or could not be used (not ``rejected``).
-
-    ``error`` is GitHub's error code (``bad_verification_code``, ``bad_refresh_token``, ...)
-    or one of ours (``unreachable``, ``invalid_token_response``); never a token or a body.
-    """
-
-    def __init__(self, error: str, *, rejected: bool) -> None:
-        super().__init__(error)
-        self.error = error
-        self.rejected = rejected
 
 
 @dataclass(frozen=True)

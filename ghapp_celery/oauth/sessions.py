@@ -19,6 +19,8 @@ from typing import Any
 
 import jwt
 
+from ..exceptions import InvalidSession
+
 __all__ = ["InvalidSession", "SessionManager"]
 
 ALGORITHM = "HS256"
@@ -40,10 +42,6 @@ def _well_typed(claims: dict[str, Any]) -> bool:
         and _numeric_date(claims.get("iat"))
         and _numeric_date(claims.get("exp"))
     )
-
-
-class InvalidSession(Exception):
-    """The session token is missing, malformed, forged, expired or of the wrong type."""
 
 
 class SessionManager:

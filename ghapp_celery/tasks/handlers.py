@@ -26,6 +26,7 @@ from celery import Celery, Task
 
 from ..context import Event, delivery_context
 from ..exceptions import GitHubRateLimitError
+from ..github.auth import no_rate_limit_waits
 from ..policy import Outcome, classify
 from ..routing import HandlerSpec
 from ..webhooks import Delivery
@@ -172,7 +173,9 @@ def register_handler_task(celery: Celery, services: AppServices, spec: HandlerSp
         # The lease is held until the outcome is written, however long the store takes.
         with lease_keeper.hold(store, run_id, lease):
             try:
-                with delivery_context(parsed):
+                # A rate-limited token mint raises instead of sleeping on this thread; the
+                # failure below then retries the run with a countdown to the reset.
+                with delivery_context(parsed), no_rate_limit_waits():
                     run_handler(spec.func, *args, timeout=timeout)
             except Exception as exc:
                 _after_failure(self, store, spec, run_id, delivery, rate_limited, exc, within)

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
-from ..exceptions import GitHubAppError
+from ..exceptions import HandlerTimeout
 
 __all__ = [
     "HandlerTimeout",
@@ -48,12 +48,6 @@ _IN_LOOP_MESSAGE = (
     "could deadlock that loop; await it instead: `await worker_loop.arun(coro)` or "
     "`await arun_handler(func, ...)`."
 )
-
-
-class HandlerTimeout(GitHubAppError):
-    """A coroutine handler ran longer than its timeout and was cancelled."""
-
-    default_message = "Handler timed out"
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

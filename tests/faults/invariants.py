@@ -45,7 +45,7 @@ KILL_GRACE = 1.0
 
 #: Exceptions an outage of each component shows in a traceback (the last line of a block).
 STORE_OUTAGE = (
-    "ghapp_celery.store.errors.StoreUnavailable",
+    "ghapp_celery.exceptions.StoreUnavailable",  # defined there since issue 11 (one tree)
     "sqlalchemy.exc.OperationalError",
     "sqlalchemy.exc.InterfaceError",
     "psycopg.OperationalError",
