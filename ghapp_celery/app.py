@@ -109,6 +109,13 @@ class GitHubApp:
         }
         if github_app_secret is not None:
             given.update(secret_fields(github_app_secret))
+        # What was passed, as passed: 0.2.7's .id/.key/.secret read it back unchanged (an int
+        # id, a bytes key), and init_app writes it into app.config as 0.2.7 did.
+        self._given: dict[str, Any] = {
+            "GITHUBAPP_ID": github_app_id,
+            "GITHUBAPP_PRIVATE_KEY": github_app_key,
+            "GITHUBAPP_WEBHOOK_SECRET": github_app_secret,
+        }
         self._overrides = {k: v for k, v in given.items() if v is not None}
         self._base_settings = settings
         self.config: dict[str, Any] = {}
@@ -139,15 +146,23 @@ class GitHubApp:
         return resolve_settings(self.config, self._overrides, self._base_settings)
 
     @property
-    def id(self) -> str | None:
-        return self.settings.id
+    def id(self) -> int | str | None:
+        """The app id: what was passed as ``github_app_id``, else the configured one."""
+        given = self._given["GITHUBAPP_ID"]
+        return self.settings.id if given is None else given
 
     @property
-    def key(self) -> str | None:
-        return self.settings.private_key_pem()
+    def key(self) -> bytes | str | None:
+        """The private key: what was passed as ``github_app_key``, else the configured PEM."""
+        given = self._given["GITHUBAPP_PRIVATE_KEY"]
+        return self.settings.private_key_pem() if given is None else given
 
     @property
-    def secret(self) -> str | None:
+    def secret(self) -> Any:
+        """The webhook secret: what was passed as ``github_app_secret``, else the configured."""
+        given = self._given["GITHUBAPP_WEBHOOK_SECRET"]
+        if given is not None:
+            return given
         s = self.settings.webhook_secret
         return None if s is None else s.get_secret_value()
 
@@ -244,6 +259,8 @@ class GitHubApp:
         if not hasattr(app, "config"):
             app.config = {}  # type: ignore[attr-defined]
         self.config = app.config  # type: ignore[attr-defined]
+        # As 0.2.7: the constructor's credentials go into app.config (they win over it anyway).
+        self.config.update({key: value for key, value in self._given.items() if value is not None})
         if route is not None:
             self._overrides["webhook_path"] = route
         # Re-read both: app.config may carry load_env values.
@@ -347,8 +364,18 @@ class GitHubApp:
 
     @payload.setter
     def payload(self, value: dict[str, Any]) -> None:
-        # Scripts and tests set a payload by hand; it applies to the current context only.
-        set_current_delivery(Delivery(id="manual", event="manual", payload=value))
+        # Scripts and tests set a payload by hand; it applies to the current context only. Its
+        # installation is what client()/get_client() use without an id, as in 0.2.7.
+        installation = value.get("installation") if isinstance(value, dict) else None
+        installation_id = installation.get("id") if isinstance(installation, dict) else None
+        set_current_delivery(
+            Delivery(
+                id="manual",
+                event="manual",
+                payload=value,
+                installation_id=installation_id if type(installation_id) is int else None,
+            )
+        )
 
     @property
     def delivery_id(self) -> str | None:
