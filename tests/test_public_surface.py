@@ -9,69 +9,9 @@ import inspect
 
 import pytest
 
+# ghapp_celery's own __all__ is pinned by tests/test_app_compat.py (the 0.2.7 names with ours);
+# the sub-packages' are pinned here.
 SURFACE: dict[str, list[str]] = {
-    "ghapp_celery": [
-        "AsyncGitHubClient",
-        "BodyTimeout",
-        "ConfigurationError",
-        "Delivery",
-        "DeliveryNotFound",
-        "Event",
-        "Forbidden",
-        "GitHubApp",
-        "GitHubAppAuth",
-        "GitHubAppBadCredentials",
-        "GitHubAppError",
-        "GitHubAppValidationError",
-        "GitHubClient",
-        "GitHubConnectionError",
-        "GitHubError",
-        "GitHubOAuthError",
-        "GitHubRateLimitError",
-        "GitHubResponse",
-        "GitHubSession",
-        "GitHubTimeout",
-        "GithubAppUnkownObject",
-        "GithubUnauthorized",
-        "GraphQLError",
-        "HTTPError",
-        "HandlerTimeout",
-        "InstallationAuthorization",
-        "IntakeBusy",
-        "InvalidHeader",
-        "InvalidPayloadField",
-        "InvalidSession",
-        "InvalidSignature",
-        "LoginError",
-        "MalformedPayload",
-        "MemoryCache",
-        "MissingHeader",
-        "NotFound",
-        "OAuthFlowError",
-        "PayloadTooDeep",
-        "PayloadTooLarge",
-        "RateLimited",
-        "RateLimitedGhApi",
-        "RedisCache",
-        "RetryPolicy",
-        "STATUS_DUPLICATE",
-        "STATUS_FUNC_CALLED",
-        "STATUS_NO_FUNC_CALLED",
-        "STATUS_QUEUED",
-        "ScheduleTimeout",
-        "SecondaryRateLimited",
-        "ServerError",
-        "Settings",
-        "StatusError",
-        "StoreError",
-        "StoreUnavailable",
-        "Unauthorized",
-        "UnsupportedContentType",
-        "ValidationFailed",
-        "WebhookError",
-        "__version__",
-        "with_rate_limit_handling",
-    ],
     "ghapp_celery.testing": [
         "ACCESS_TTL",
         "AppFactory",
@@ -183,14 +123,17 @@ def test_all_is_the_pinned_surface(name: str) -> None:
     assert len(set(module.__all__)) == len(module.__all__), "a name listed twice"
 
 
-@pytest.mark.parametrize("name", sorted(SURFACE))
+PUBLIC_PACKAGES = sorted(["ghapp_celery", *SURFACE])
+
+
+@pytest.mark.parametrize("name", PUBLIC_PACKAGES)
 def test_every_name_in_all_exists(name: str) -> None:
     module = importlib.import_module(name)
     missing = [attr for attr in module.__all__ if not hasattr(module, attr)]
     assert missing == []
 
 
-@pytest.mark.parametrize("name", sorted(SURFACE))
+@pytest.mark.parametrize("name", PUBLIC_PACKAGES)
 def test_every_public_class_or_function_defined_here_is_in_all(name: str) -> None:
     module = importlib.import_module(name)
     defined = [
