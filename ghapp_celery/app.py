@@ -38,7 +38,7 @@ from .github.ratelimit import is_rate_limited, rate_limit_info, retry_delay
 from .intake import IntakePolicy, WebhookIntake, webhook_router
 from .policy import RetryPolicy
 from .routing import HandlerRegistry
-from .webhooks import Delivery
+from .webhooks import Delivery, parse_delivery
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -364,18 +364,11 @@ class GitHubApp:
 
     @payload.setter
     def payload(self, value: dict[str, Any]) -> None:
-        # Scripts and tests set a payload by hand; it applies to the current context only. Its
-        # installation is what client()/get_client() use without an id, as in 0.2.7.
-        installation = value.get("installation") if isinstance(value, dict) else None
-        installation_id = installation.get("id") if isinstance(installation, dict) else None
-        set_current_delivery(
-            Delivery(
-                id="manual",
-                event="manual",
-                payload=value,
-                installation_id=installation_id if type(installation_id) is int else None,
-            )
-        )
+        # Scripts and tests set a payload by hand; it applies to the current context only.
+        # Parsed as a webhook's is, so its installation is what client()/get_client() use
+        # without an id, as in 0.2.7.
+        headers = {"X-GitHub-Event": "manual", "X-GitHub-Delivery": "manual"}
+        set_current_delivery(parse_delivery(headers, value))
 
     @property
     def delivery_id(self) -> str | None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 from unittest.mock import patch
@@ -13,9 +14,18 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from ghapp_celery import GitHubApp, InstallationAuthorization
+from ghapp_celery.context import set_current_delivery
 from ghapp_celery.testing import make_private_key
 
 KEY = make_private_key()
+
+
+@pytest.fixture(autouse=True)
+def no_payload_left_behind() -> Iterator[None]:
+    # A payload set by hand stays current for the rest of the thread's context: clear it so
+    # the next test starts outside a delivery.
+    yield
+    set_current_delivery(None)
 
 
 # -- 1. InstallationAuthorization takes epoch seconds, as 0.2.7 code stores them ----------------
