@@ -200,21 +200,20 @@ def build_status_router(
             raise _invalid("state", f"state must be one of {sorted(_STATES)}")
         # A time without an offset is ambiguous: refuse it rather than guess a zone.
         since_utc, until_utc = _utc_time("since", since), _utc_time("until", until)
+        # Checked before the store is reached: a bad cursor is a 400 even while it is down
+        # (the store's own decode_cursor, so nothing it would refuse gets through).
         _check_cursor(cursor)
-        try:
-            page = await anyio.to_thread.run_sync(
-                lambda: store().list_deliveries(
-                    event=event,
-                    state=state,
-                    installation_id=installation_id,
-                    since=since_utc,
-                    until=until_utc,
-                    limit=limit,
-                    cursor=cursor,
-                )
+        page = await anyio.to_thread.run_sync(
+            lambda: store().list_deliveries(
+                event=event,
+                state=state,
+                installation_id=installation_id,
+                since=since_utc,
+                until=until_utc,
+                limit=limit,
+                cursor=cursor,
             )
-        except ValueError:
-            raise _invalid("cursor", "Invalid cursor") from None
+        )
         return JSONResponse(
             {
                 "deliveries": [_serialize(item) for item in page.items],
