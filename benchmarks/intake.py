@@ -81,6 +81,7 @@ class Server:
     name: str
     python: Path
     import_line: str
+    env: tuple[tuple[str, str], ...] = ()
 
 
 OURS = Server(
@@ -88,6 +89,14 @@ OURS = Server(
 )
 THEIRS = Server(
     "fastapi-githubapp 0.2.7", THEIR_VENV / "bin" / "python", "from githubapp import GitHubApp"
+)
+# `--against unrecorded`: ours with the handled deliveries' record turned off, to measure what
+# recording them costs (intake/handled.py); printed only, docs/performance.md quotes it.
+UNRECORDED = Server(
+    "ghapp_celery, not recorded",
+    OURS.python,
+    OURS.import_line,
+    (("GITHUBAPP_RECORD_HANDLED_DELIVERIES", "false"),),
 )
 
 
@@ -140,15 +149,22 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running(server: Server, workdir: Path, sleep: float) -> Iterator[str]:
-    """Start ``server``'s uvicorn with the user code; yield its webhook URL."""
+def running(
+    server: Server, workdir: Path, sleep: float, pids: list[int] | None = None
+) -> Iterator[str]:
+    """Start ``server``'s uvicorn with the user code; yield its webhook URL (and append the
+    server's pid to ``pids``, for CPU accounting)."""
     module = "app_" + re.sub(r"\W", "_", server.name)
     (workdir / f"{module}.py").write_text(USER_CODE.format(import_line=server.import_line))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GITHUBAPP_")}
     env |= {"BENCH_SECRET": SECRET, "BENCH_HANDLER_SLEEP": str(sleep)}
+    # Our store (every delivery is recorded) in the run's own directory, never the checkout.
+    env |= {"GITHUBAPP_DATA_DIR": str(workdir / f"{module}.data"), **dict(server.env)}
     command = [str(server.python), "-m", "uvicorn", f"{module}:app", "--app-dir", str(workdir)]
     proc = subprocess.Popen([*command, *UVICORN_FLAGS, "--port", str(port)], env=env)
+    if pids is not None:
+        pids.append(proc.pid)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -194,7 +210,11 @@ def delivery() -> tuple[bytes, dict[str, str]]:
 
 
 def measure(
-    scenarios: list[Scenario], rounds: int, body: bytes, headers: dict[str, str]
+    scenarios: list[Scenario],
+    rounds: int,
+    body: bytes,
+    headers: dict[str, str],
+    theirs: Server = THEIRS,
 ) -> list[Comparison]:
     rows = {(s.name, c): Comparison(s.name, c) for s in scenarios for c in s.concurrencies}
 
@@ -207,12 +227,12 @@ def measure(
         for scenario in scenarios:
             with (
                 running(OURS, Path(tmp), scenario.sleep) as ours_url,
-                running(THEIRS, Path(tmp), scenario.sleep) as their_url,
+                running(theirs, Path(tmp), scenario.sleep) as their_url,
             ):
-                urls = {OURS.name: ours_url, THEIRS.name: their_url}
+                urls = {OURS.name: ours_url, theirs.name: their_url}
                 for round_no in range(rounds):
                     # Alternate who goes first, so drift within a round favours neither.
-                    order = [OURS, THEIRS] if round_no % 2 == 0 else [THEIRS, OURS]
+                    order = [OURS, theirs] if round_no % 2 == 0 else [theirs, OURS]
                     for concurrency in scenario.concurrencies:
                         for server in order:
                             result = run_load(
@@ -240,7 +260,15 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="short smoke run; writes nothing")
     parser.add_argument("--rounds", type=int, help="rounds per cell (default 5, quick 1)")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument(
+        "--against",
+        choices=["0.2.7", "unrecorded"],
+        default="0.2.7",
+        help="'theirs': fastapi-githubapp 0.2.7, or ours without recording handled deliveries "
+        "(prints only)",
+    )
     args = parser.parse_args()
+    theirs = THEIRS if args.against == "0.2.7" else UNRECORDED
 
     quick = args.quick
     rounds = args.rounds or (1 if quick else 5)
@@ -255,10 +283,10 @@ def main() -> int:
     print(f"ours: {ours_v}\ntheirs: {theirs_v}\n{machine()}", flush=True)
 
     started = time.monotonic()
-    rows = measure(scenarios, rounds, body, headers)
+    rows = measure(scenarios, rounds, body, headers, theirs)
     elapsed = time.monotonic() - started
-    print("\n" + table(rows) + f"\n\n({elapsed:.0f} s)")
-    if quick or args.no_write:
+    print(f"\ntheirs = {theirs.name}\n" + table(rows) + f"\n\n({elapsed:.0f} s)")
+    if quick or args.no_write or theirs is not THEIRS:
         return 0
 
     info = RunInfo(

@@ -18,6 +18,7 @@ concurrent deliveries never see each other's data.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -232,6 +233,7 @@ class GitHubApp:
             schedule_threads=self.settings.schedule_threads,
             scheduler=lambda: self.scheduler,
             auth=lambda: self.auth,
+            store=lambda: self.store,
         )
 
     @property
@@ -310,7 +312,8 @@ class GitHubApp:
         shutdown)."""
         intake = self._intake.peek()
         if intake is not None:
-            intake.close()
+            # Off the event loop: closing writes the handled deliveries still queued.
+            await asyncio.to_thread(intake.close)
         await self.credentials.aclose()
 
     # -- handlers ----------------------------------------------------------------------------

@@ -77,6 +77,12 @@ class Settings(BaseSettings):
         description="Seconds within which a delivery is answered (GitHub gives up at 10 s): "
         "a store that has not committed by then gets a 503 store_timeout.",
     )
+    record_handled_deliveries: bool = Field(
+        default=True,
+        description="Record deliveries answered without background runs (inline handlers, "
+        "or none matched) in the store too, after their answer; False keeps only those "
+        "with background runs.",
+    )
     sync_handler_threads: int = Field(
         default=100, gt=0, description="Threads for blocking inline handlers."
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 
 import pytest
 
@@ -25,3 +26,22 @@ def require_binary(name: str) -> str:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The embedded store and broker directory of module- and session-scoped apps: the intake
+    records every delivery (background or not), and no test may write into the checkout's
+    .ghapp/. Function-scoped tests get their own directory (``_own_data_dir``)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GITHUBAPP_DATA_DIR", str(tmp_path_factory.mktemp("ghapp-session-data")))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _own_data_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each test's own embedded store and broker directory, so tests never share rows. A test
+    that sets GITHUBAPP_DATA_DIR itself overrides this."""
+    monkeypatch.setenv("GITHUBAPP_DATA_DIR", str(tmp_path_factory.mktemp("ghapp-data")))

@@ -36,6 +36,7 @@ from ..webhooks import (
     verify_signature,
 )
 from .batching import BatchScheduler, ScheduleBatcher, ScheduleTimeout
+from .handled import HandledRecorder, HandledStore
 
 __all__ = [
     "STATUS_DUPLICATE",
@@ -72,6 +73,8 @@ class IntakePolicy:
     deadline: float = 8.0
     #: Body bytes all requests may hold at once; never less than one body of max_body_bytes.
     body_budget_bytes: int = DEFAULT_BODY_BUDGET_BYTES
+    #: Record deliveries answered without background runs too (after the answer, handled.py).
+    record_handled: bool = True
 
     @classmethod
     def from_settings(cls, s: Settings) -> IntakePolicy:
@@ -82,6 +85,7 @@ class IntakePolicy:
             max_body_bytes=s.webhook_max_body_bytes,
             deadline=s.webhook_deadline,
             body_budget_bytes=s.webhook_body_budget_bytes,
+            record_handled=s.record_handled_deliveries,
         )
 
 
@@ -213,6 +217,7 @@ class WebhookIntake:
         schedule_threads: int = 2,
         scheduler: Callable[[], BatchScheduler] | None = None,
         auth: Callable[[], Any] | None = None,
+        store: Callable[[], HandledStore] | None = None,
     ) -> None:
         self.registry = registry
         self._policy = policy
@@ -223,6 +228,7 @@ class WebhookIntake:
         self._batcher = (
             ScheduleBatcher(scheduler, schedule_threads) if scheduler is not None else None
         )
+        self._handled = HandledRecorder(store) if store is not None else None
         #: The body bytes this intake's requests hold at once (see BodyBudget).
         self.body_budget = BodyBudget()
 
@@ -230,6 +236,8 @@ class WebhookIntake:
         """Let the scheduler threads and the handler pool end (the app is shutting down)."""
         if self._batcher is not None:
             self._batcher.close()
+        if self._handled is not None:
+            self._handled.close()
         if self._executor is not None:
             self._executor.shutdown(wait=False)
             self._executor = None
@@ -268,7 +276,9 @@ class WebhookIntake:
                     client.host if client else "?",
                 )
                 return Response(status_code=400)
-            return await self.dispatch(delivery, deadline=deadline)
+            return await self.dispatch(
+                delivery, deadline=deadline, record_handled=policy.record_handled
+            )
         finally:
             reservation.release()
 
@@ -304,13 +314,18 @@ class WebhookIntake:
         payload, text = decode_body_text(body, request.headers.get("content-type"))
         return parse_delivery(request.headers, payload, payload_json=text)
 
-    async def dispatch(self, delivery: Delivery, *, deadline: float | None = None) -> JSONResponse:
+    async def dispatch(
+        self, delivery: Delivery, *, deadline: float | None = None, record_handled: bool = False
+    ) -> JSONResponse:
         """Queue background handlers, run inline ones, and answer what happened.
 
         ``deadline`` (the event loop's clock) bounds the wait for the store: past it the
-        answer is 503 ``store_timeout`` (inline handlers are not bounded: they are yours)."""
+        answer is 503 ``store_timeout`` (inline handlers are not bounded: they are yours).
+        ``record_handled``: a delivery without background runs is queued for the store once
+        its inline handlers ran (handled.py); the answer does not wait for it."""
         specs = self.registry.match(delivery.event, delivery.action)
         if not specs:
+            self._record_handled(delivery, ok=True, wanted=record_handled)
             return JSONResponse({"status": STATUS_NO_FUNC_CALLED, "calls": {}})
         background = [s for s in specs if s.background]
         runs: list[dict[str, Any]] = []
@@ -346,6 +361,8 @@ class WebhookIntake:
                 )
         inline = [s for s in specs if not s.background]
         calls, failed = await self.run_inline(delivery, inline)
+        if not background:
+            self._record_handled(delivery, ok=not failed, wanted=record_handled)
         if failed:
             return error_response(
                 500,
@@ -359,6 +376,10 @@ class WebhookIntake:
                 status_code=202 if runs else 200,
             )
         return JSONResponse({"status": STATUS_FUNC_CALLED, "calls": calls})
+
+    def _record_handled(self, delivery: Delivery, *, ok: bool, wanted: bool) -> None:
+        if wanted and self._handled is not None:
+            self._handled.submit(delivery, ok)
 
     async def schedule(
         self, delivery: Delivery, specs: list[HandlerSpec], *, timeout: float | None = None

@@ -176,6 +176,24 @@ def upsert_delivery(dialect: str) -> Insert:
     return statement
 
 
+@functools.cache
+def upsert_handled_delivery(dialect: str) -> Insert:
+    """INSERT a delivery the intake handled without background runs (inline handlers, or
+    none matched) in its outcome's state, or count a redelivery and take its newer outcome:
+    a failed inline handler that succeeds on redelivery leaves the delivery succeeded. A
+    delivery that has background runs keeps the state its runs give it."""
+    insert = dialect_insert(dialect)(deliveries)
+    has_runs = select(runs.c.id).where(runs.c.delivery_id == deliveries.c.id).exists()
+    statement: Insert = insert.on_conflict_do_update(
+        index_elements=[deliveries.c.id],
+        set_={
+            "redeliveries": deliveries.c.redeliveries + 1,
+            "state": case((has_runs, deliveries.c.state), else_=insert.excluded.state),
+        },
+    )
+    return statement
+
+
 def run_from_row(row: Mapping[Any, Any]) -> RunRecord:
     """A RunRecord from a row mapping (``row._mapping``) or the dict that was inserted."""
     return RunRecord(

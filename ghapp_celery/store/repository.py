@@ -47,6 +47,23 @@ def _error_text(error: str) -> str:
     return error if len(error) <= MAX_ERROR_CHARS else "…" + error[-MAX_ERROR_CHARS:]
 
 
+def _delivery_row(delivery: Delivery, state: DeliveryState) -> dict[str, Any]:
+    return {
+        "id": delivery.id,
+        "event": delivery.event,
+        "action": delivery.action,
+        "installation_id": delivery.installation_id,
+        "hook_id": delivery.hook_id,
+        "target_type": delivery.target_type,
+        "target_id": delivery.target_id,
+        "received_at": delivery.received_at,
+        "state": state.value,
+        "redeliveries": 0,
+        # Compressed once per delivery: the task message carries the same bytes.
+        "payload": delivery.payload_zlib,
+    }
+
+
 class DeliveryStore(Database):
     """Records deliveries and handler runs; see docs/store.md for states and the sweeper.
 
@@ -125,6 +142,29 @@ class DeliveryStore(Database):
                 answers.append(exc)
         return answers
 
+    def record_handled(self, items: Sequence[tuple[Delivery, bool]]) -> None:
+        """Record deliveries the intake handled without background runs, in one transaction:
+        ``(delivery, ok)``, ``ok`` False when an inline handler failed (the delivery is then
+        FAILED, and a redelivery that goes well makes it SUCCEEDED). A redelivery counts up
+        ``redeliveries``, as in ``record``."""
+        if not items:
+            return
+        upsert = _sql.upsert_handled_delivery(self._dialect)
+        first: dict[str, dict[str, Any]] = {}
+        again: list[dict[str, Any]] = []  # a redelivery in the same batch: after the first
+        for d, ok in sorted(items, key=lambda item: item[0].id):  # lock order, as above
+            row = _delivery_row(d, DeliveryState.SUCCEEDED if ok else DeliveryState.FAILED)
+            (again.append(row) if d.id in first else first.setdefault(d.id, row))
+
+        def write(conn: Connection) -> None:
+            # One executemany: executing row by row cost 0.25 ms of CPU per delivery in
+            # batches of 100, most of it SQLAlchemy's per-statement work.
+            conn.execute(upsert, list(first.values()))
+            for row in again:
+                conn.execute(upsert, row)
+
+        self._write(write)
+
     def _recorder(
         self, delivery: Delivery, plans: Sequence[RunPlan], at: datetime, queued: bool
     ) -> Callable[[Connection], list[RunRecord]]:
@@ -134,24 +174,12 @@ class DeliveryStore(Database):
         for plan in plans:  # one run per (delivery, handler): the first plan wins
             by_handler.setdefault(plan.handler, plan)
         unique = list(by_handler.values())
-        values = {
-            "id": delivery.id,
-            "event": delivery.event,
-            "action": delivery.action,
-            "installation_id": delivery.installation_id,
-            "hook_id": delivery.hook_id,
-            "target_type": delivery.target_type,
-            "target_id": delivery.target_id,
-            "received_at": delivery.received_at,
-            "state": (
-                (DeliveryState.QUEUED if queued else DeliveryState.RECEIVED)
-                if unique
-                else DeliveryState.SUCCEEDED
-            ).value,
-            "redeliveries": 0,
-            # Compressed once per delivery: the task message carries the same bytes.
-            "payload": delivery.payload_zlib,
-        }
+        values = _delivery_row(
+            delivery,
+            (DeliveryState.QUEUED if queued else DeliveryState.RECEIVED)
+            if unique
+            else DeliveryState.SUCCEEDED,
+        )
         upsert = _sql.upsert_delivery(self._dialect)
 
         def record(conn: Connection) -> list[RunRecord]:
