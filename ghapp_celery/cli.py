@@ -19,6 +19,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,7 @@ from .webhooks import signed_request
 
 if TYPE_CHECKING:
     from .app import GitHubApp
-    from .store import DeliveryStore
+    from .store import DeliveryRecord, DeliveryStore
 
 __all__ = ["DEVELOPMENT_SECRET", "load_app", "main", "sample_names", "sample_payload"]
 
@@ -162,22 +163,32 @@ def _deliveries(args: argparse.Namespace) -> int:
         if record is None:
             print(f"No delivery {args.delivery_id}")
             return 1
-        print(json.dumps(_as_json(record), indent=2, default=str))
+        print(json.dumps(_as_json(record), indent=2))
         return 0
     page = store.list_deliveries(
         event=args.event, state=args.state, installation_id=args.installation, limit=args.limit
     )
+    now = datetime.now(UTC)
     for item in page.items:
-        states = ", ".join(f"{r.handler.split(':')[-1]}={r.state.value}" for r in item.runs)
+        states = ", ".join(
+            f"{r.handler.split(':')[-1]}={r.state.value}"
+            + (
+                " (lease expired: its worker died; the sweeper re-queues it)"
+                if r.lease_expired(now)
+                else ""
+            )
+            for r in item.runs
+        )
         name = f"{item.event}.{item.action}" if item.action else item.event
         print(f"{item.received_at:%Y-%m-%d %H:%M:%S} {item.id} {name} [{item.state}] {states}")
     return 0
 
 
-def _as_json(record: Any) -> dict[str, Any]:
-    from dataclasses import asdict
+def _as_json(record: DeliveryRecord) -> dict[str, Any]:
+    """What the status API answers for this delivery (ISO 8601 times, the runs' views)."""
+    from fastapi.encoders import jsonable_encoder
 
-    data: dict[str, Any] = asdict(record)
+    data: dict[str, Any] = jsonable_encoder(record.view(datetime.now(UTC)))
     return data
 
 

@@ -399,7 +399,8 @@ class ScheduleTimeout(GitHubAppError, TimeoutError):
 
 
 class StatusError(GitHubAppError):
-    """An answer of the status API other than 2xx: ``{"detail": ..., "error": code}``."""
+    """An answer of the status API other than 2xx, in the webhook route's shape:
+    ``{"status": "ERROR", "error": code, "description": ...}``."""
 
     def __init__(
         self, status: int, code: str, detail: str, headers: dict[str, str] | None = None
@@ -409,7 +410,7 @@ class StatusError(GitHubAppError):
         self.code, self.detail, self.headers = code, detail, headers
 
     def body(self) -> dict[str, str]:
-        return {"detail": self.detail, "error": self.code}
+        return {"status": "ERROR", "error": self.code, "description": self.detail}
 
 
 # -- the delivery store -----------------------------------------------------------------------

@@ -301,7 +301,7 @@ def test_an_invalid_state_is_400(served: tuple[GitHubApp, Status], state: str) -
     _, status = served
     response = status.get("/deliveries", state=state)
     assert response.status_code == 400, response.text
-    assert "state must be one of" in response.json()["detail"]
+    assert "state must be one of" in response.json()["description"]
 
 
 def test_filter_by_installation(served: tuple[GitHubApp, Status], sample: dict[str, Any]) -> None:
@@ -383,8 +383,9 @@ def test_limit_out_of_range_is_400(served: tuple[GitHubApp, Status], limit: int)
     response = status.get("/deliveries", limit=limit)
     assert response.status_code == 400
     assert response.json() == {
-        "detail": "limit must be an integer from 1 to 500",
+        "status": "ERROR",
         "error": "invalid_limit",
+        "description": "limit must be an integer from 1 to 500",
     }
 
 
@@ -418,7 +419,11 @@ def test_an_unknown_delivery_is_404(served: tuple[GitHubApp, Status]) -> None:
     _, status = served
     response = status.get(f"/deliveries/{uuid.uuid4()}")
     assert response.status_code == 404
-    assert response.json() == {"detail": "No such delivery", "error": "not_found"}
+    assert response.json() == {
+        "status": "ERROR",
+        "error": "not_found",
+        "description": "No such delivery",
+    }
 
 
 # -- counts ------------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """The status API against hostile and malformed values, on SQLite and on PostgreSQL.
 
 Over real HTTP (uvicorn), with the store on each database: every value the API cannot use is
-a 400 ``{"detail": ..., "error": "invalid_<parameter>"}``, the same on both databases, never a
-500 (an ``installation_id`` beyond 64 bits raised OverflowError on SQLite and a DataError,
-so StoreUnavailable, on PostgreSQL) and never FastAPI's 422 (docs/background.md says 400).
+a 400 ``{"status": "ERROR", "error": "invalid_<parameter>", "description": ...}``, the same
+on both databases, never a 500 (an ``installation_id`` beyond 64 bits raised OverflowError on
+SQLite and a DataError, so StoreUnavailable, on PostgreSQL) and never FastAPI's 422
+(docs/background.md says 400).
 Answers never echo the value sent. The boundaries themselves (the largest 64-bit id, year 1 and
 year 9999 in UTC) still work. The rest of the user's app keeps FastAPI's own 422.
 """
@@ -109,8 +110,9 @@ def assert_400(answer: httpx.Response, error: str) -> dict[str, Any]:
     assert answer.status_code == 400, answer.text[:300]
     assert answer.headers["content-type"] == "application/json"
     body: dict[str, Any] = answer.json()
-    assert set(body) == {"detail", "error"}, body
-    assert body["error"] == error and isinstance(body["detail"], str)
+    assert set(body) == {"status", "error", "description"}, body
+    assert body["status"] == "ERROR"
+    assert body["error"] == error and isinstance(body["description"], str)
     assert ECHO not in answer.text and "Traceback" not in answer.text
     return body
 
@@ -136,7 +138,7 @@ def assert_400(answer: httpx.Response, error: str) -> dict[str, Any]:
 )
 def test_an_unusable_installation_id_is_400(served: Served, value: str) -> None:
     body = assert_400(served.get("/deliveries", installation_id=value), "invalid_installation_id")
-    assert str(INT64_MAX) in body["detail"]  # says what would be accepted
+    assert str(INT64_MAX) in body["description"]  # says what would be accepted
 
 
 @pytest.mark.parametrize("value", [INT64_MAX, INT64_MIN, 0, -1])
@@ -152,7 +154,7 @@ def test_every_64_bit_installation_id_is_a_filter(served: Served, value: int) ->
 @pytest.mark.parametrize("value", ["0", "-1", "501", str(10**30), "abc", "", f"{ECHO}"])
 def test_an_unusable_limit_is_400(served: Served, value: str) -> None:
     body = assert_400(served.get("/deliveries", limit=value), "invalid_limit")
-    assert body["detail"] == "limit must be an integer from 1 to 500"
+    assert body["description"] == "limit must be an integer from 1 to 500"
 
 
 # -- times -------------------------------------------------------------------------------------
@@ -174,7 +176,7 @@ def test_an_unusable_limit_is_400(served: Served, value: str) -> None:
 )
 def test_an_unusable_time_is_400(served: Served, name: str, value: str) -> None:
     body = assert_400(served.get("/deliveries", **{name: value}), f"invalid_{name}")
-    assert body["detail"].startswith(name)
+    assert body["description"].startswith(name)
 
 
 @pytest.mark.parametrize(
@@ -210,7 +212,11 @@ def test_a_nul_in_a_delivery_id_is_400(served: Served, method: str, suffix: str)
     assert_400(served.raw(method, f"/deliveries/abc%00def{suffix}"), "invalid_delivery_id")
     unknown = served.raw(method, f"/deliveries/{'x' * 3000}{suffix}")
     assert unknown.status_code == 404
-    assert unknown.json() == {"detail": "No such delivery", "error": "not_found"}
+    assert unknown.json() == {
+        "status": "ERROR",
+        "error": "not_found",
+        "description": "No such delivery",
+    }
 
 
 @pytest.mark.parametrize(
@@ -232,7 +238,7 @@ def test_an_unusable_cursor_is_400(served: Served, cursor: str) -> None:
         answer = served.raw("GET", f"/deliveries?cursor={cursor}")
     else:
         answer = served.get("/deliveries", cursor=cursor)
-    assert assert_400(answer, "invalid_cursor")["detail"] == "Invalid cursor"
+    assert assert_400(answer, "invalid_cursor")["description"] == "Invalid cursor"
 
 
 def test_a_cursor_at_year_1_works(served: Served) -> None:
@@ -246,19 +252,23 @@ def test_a_cursor_at_year_1_works(served: Served) -> None:
 @pytest.mark.parametrize("value", ["maybe", "2", f"{ECHO}"])
 def test_an_unusable_payload_flag_is_400(served: Served, value: str) -> None:
     body = assert_400(served.get(f"/deliveries/{BIGGEST}", payload=value), "invalid_payload")
-    assert body["detail"] == "payload must be true or false"
+    assert body["description"] == "payload must be true or false"
 
 
 def test_an_unknown_state_is_400_with_its_code(served: Served) -> None:
     body = assert_400(served.get("/deliveries", state=f"{ECHO}"), "invalid_state")
-    assert body["detail"].startswith("state must be one of")
+    assert body["description"].startswith("state must be one of")
 
 
 def test_the_token_is_checked_before_the_values(served: Served) -> None:
     answer = served.get("/deliveries", token=None, installation_id=str(10**30), limit="0")
     assert answer.status_code == 401
     assert answer.headers["www-authenticate"] == "Bearer"
-    assert answer.json() == {"detail": "A valid bearer token is required", "error": "unauthorized"}
+    assert answer.json() == {
+        "status": "ERROR",
+        "error": "unauthorized",
+        "description": "A valid bearer token is required",
+    }
 
 
 def test_the_users_own_routes_keep_fastapis_422(served: Served) -> None:
@@ -280,8 +290,9 @@ def test_a_store_that_is_down_is_503_with_its_code(tmp_path: Path) -> None:
         )
     assert answer.status_code == 503, answer.text
     assert answer.json() == {
-        "detail": "The delivery store is unavailable",
+        "status": "ERROR",
         "error": "store_unavailable",
+        "description": "The delivery store is unavailable",
     }
     assert str(blocker) not in answer.text
 
@@ -312,6 +323,6 @@ def test_the_openapi_schema_shows_the_answers_the_api_gives(served: Served) -> N
                 ref = answers[code]["content"]["application/json"]["schema"]["$ref"]
                 assert ref.endswith("/StatusErrorBody"), (path, method, code)
     body = schema["components"]["schemas"]["StatusErrorBody"]
-    assert set(body["properties"]) == {"detail", "error"}
+    assert set(body["properties"]) == {"status", "error", "description"}
     # The user's own route keeps FastAPI's 422 in the schema, as in its answers.
     assert "422" in schema["paths"]["/mine"]["get"]["responses"]

@@ -3,7 +3,8 @@
 ``init_app`` mounts it under ``GITHUBAPP_STATUS_PREFIX`` (default /webhooks/github/status)
 only when ``GITHUBAPP_STATUS_TOKEN`` is set: without a token there is no route at all.
 
-Every error is JSON ``{"detail": "...", "error": "<code>"}``: 401 ``unauthorized``, 404
+Every error is JSON in the webhook route's shape, ``{"status": "ERROR", "error": "<code>",
+"description": "..."}``: 401 ``unauthorized``, 404
 ``not_found``, 503 ``store_unavailable``, and 400 ``invalid_<parameter>`` for any query or path
 value the API cannot use, on every database alike: not a number, out of range (integers must
 fit a signed 64-bit column), a time without an offset or beyond what a UTC time can hold, a
@@ -17,7 +18,6 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -63,8 +63,9 @@ def _answer(error: StatusError) -> JSONResponse:
 class StatusErrorBody(BaseModel):
     """The body of every non-2xx answer, as the OpenAPI schema shows it."""
 
-    detail: str
+    status: str = "ERROR"
     error: str
+    description: str
 
 
 #: Declared on every route: a "4XX" entry also stops FastAPI from listing the 422 that
@@ -148,12 +149,7 @@ def _check_cursor(cursor: str | None) -> None:
 
 
 def _serialize(record: DeliveryRecord) -> dict[str, Any]:
-    data = asdict(record)
-    for run in data["runs"]:
-        run["state"] = str(getattr(run["state"], "value", run["state"]))
-    if data.get("payload") is None:
-        data.pop("payload", None)
-    encoded: dict[str, Any] = jsonable_encoder(data)
+    encoded: dict[str, Any] = jsonable_encoder(record.view(datetime.now(UTC)))
     return encoded
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -38,6 +38,8 @@ class RunState(StrEnum):
 
 
 _FINISHED = frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.DEAD})
+# The states in which last_error is the reason for the state itself.
+_ERRED = frozenset({RunState.FAILED, RunState.DEAD, RunState.RETRYING})
 
 
 class DeliveryState(StrEnum):
@@ -99,6 +101,27 @@ class RunRecord:
     lease_expires_at: datetime | None
     duration_ms: float | None
 
+    def lease_expired(self, now: datetime) -> bool:
+        """True for a started or retrying run whose worker stopped renewing its lease (it
+        died, or lost the store): nothing runs it now, and the sweeper queues it again."""
+        return (
+            self.state in (RunState.STARTED, RunState.RETRYING)
+            and self.lease_expires_at is not None
+            and self.lease_expires_at <= now
+        )
+
+    def view(self, now: datetime) -> dict[str, Any]:
+        """The run as the status API and the CLI show it: the fields, with ``last_error``
+        only when it is why the run stands where it does (failed, dead, retrying) and an
+        earlier attempt's error as ``earlier_error``, plus ``lease_expired``."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["state"] = self.state.value
+        current = self.state in _ERRED
+        data["last_error"] = self.last_error if current else None
+        data["earlier_error"] = None if current else self.last_error
+        data["lease_expired"] = self.lease_expired(now)
+        return data
+
 
 @dataclass(frozen=True)
 class DeliveryRecord:
@@ -116,6 +139,15 @@ class DeliveryRecord:
     redeliveries: int
     payload: dict[str, Any] | None
     runs: tuple[RunRecord, ...]
+
+    def view(self, now: datetime) -> dict[str, Any]:
+        """The delivery as the status API and the CLI show it: its fields, each run's
+        ``RunRecord.view``, and no ``payload`` key unless it was fetched."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["runs"] = [run.view(now) for run in self.runs]
+        if self.payload is None:
+            del data["payload"]
+        return data
 
     def as_delivery(self) -> Delivery:
         """The delivery as it was received, for publishing its runs again."""

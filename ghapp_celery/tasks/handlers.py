@@ -260,9 +260,11 @@ def _after_failure(
             kwargs={"delivery": delivery, "rate_limited": rate_limited},
         )
 
+    # No traceback here: the exception is re-raised, and Celery logs it with its traceback
+    # ("Task ...[<run id>] raised unexpected"); logging it here too printed it twice.
     if outcome is Outcome.FAIL:
         record("the failure", lambda: store.mark_failed(run_id, summary))
-        LOG.error("Run %s failed permanently: %s", run_id, summary, exc_info=exc)
+        LOG.error("Run %s failed permanently: %s", run_id, summary)
     else:
         record("the death", lambda: store.mark_dead(run_id, summary))
-        LOG.error("Run %s is dead after %d retries: %s", run_id, retries, summary, exc_info=exc)
+        LOG.error("Run %s is dead after %d retries: %s", run_id, retries, summary)
