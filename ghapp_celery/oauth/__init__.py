@@ -1,7 +1,8 @@
-"""GitHub login for an app's users: authlib flow, session JWTs, stored and refreshed tokens.
+"""GitHub login for an app's users: the web flow over httpx, session JWTs, stored and
+refreshed tokens.
 
 Mounted by ``GitHubApp.init_app`` when OAuth is fully configured; see docs/oauth.md. The names
-below load on first use, so importing ghapp_celery never needs authlib unless OAuth is on.
+below load on first use, so an app without OAuth never loads the flow, the store or the routes.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+import httpx
 from fastapi import FastAPI, HTTPException, Request
 
 from .._lazy import Lazy
@@ -53,6 +54,7 @@ class OAuthIntegration:
         self._auth = auth
         self.options: OAuthSettings | None = None
         self.clock: Callable[[], float] = time.time
+        self.transport: httpx.AsyncBaseTransport | None = None
         self.hooks = Hooks()
         self._manager: Lazy[OAuthManager | None] = Lazy(self._create_manager, lock)
 
@@ -61,11 +63,14 @@ class OAuthIntegration:
         options: OAuthSettings | None = None,
         *,
         clock: Callable[[], float] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
         **fields: Any,
     ) -> OAuthSettings:
         """Set the options beyond 0.2.7's: an OAuthSettings, or its fields as keywords.
 
-        Keywords win over ``GITHUBAPP_OAUTH_*`` in the environment. Call before ``init_app``.
+        Keywords win over ``GITHUBAPP_OAUTH_*`` in the environment. ``transport`` (an
+        ``httpx.MockTransport`` in a test, a proxy) carries every HTTP call of the login and of
+        ``user_github``. Call before ``init_app``.
         """
         base = options if options is not None else OAuthSettings()
         configured = base.model_copy(update=fields) if fields else base
@@ -74,6 +79,8 @@ class OAuthIntegration:
         self.options = configured
         if clock is not None:
             self.clock = clock
+        if transport is not None:
+            self.transport = transport
         self._manager.reset()  # the next read builds it with these options
         return configured
 
@@ -90,7 +97,9 @@ class OAuthIntegration:
             from .manager import OAuthManager
 
             store = OAuthStore(settings.store_url())
-            return OAuthManager(result, store, clock=self.clock, app_auth=self._app_auth)
+            return OAuthManager(
+                result, store, clock=self.clock, app_auth=self._app_auth, transport=self.transport
+            )
         if len(result) in (1, 2):
             LOG.warning("OAuth login is not mounted; missing: %s", ", ".join(result))
         return None
@@ -177,10 +186,13 @@ def configure_oauth(
     options: OAuthSettings | None = None,
     *,
     clock: Callable[[], float] | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
     **fields: Any,
 ) -> OAuthSettings:
     """Set ``github_app``'s OAuth options beyond 0.2.7's (see ``OAuthIntegration.configure``)."""
-    return github_app.oauth_integration.configure(options, clock=clock, **fields)
+    return github_app.oauth_integration.configure(
+        options, clock=clock, transport=transport, **fields
+    )
 
 
 def manager_of(github_app: HoldsOAuth) -> OAuthManager | None:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 from fastapi import HTTPException, Request
 
 from ..github._client_core import api_urls
@@ -56,12 +57,14 @@ class OAuthManager:
         *,
         clock: Callable[[], float] = time.time,
         app_auth: Callable[[], GitHubAppAuth | None] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         options = config.options
         self.config = config
         self.store = store
         self.clock = clock
-        self.flow = GitHubOAuthFlow(config)
+        self.transport = transport
+        self.flow = GitHubOAuthFlow(config, transport=transport)
         self.sessions = SessionManager(config.session_secret, lifetime=options.session_lifetime)
         self.cipher = TokenCipher(config.token_secret)
         self.sealer = StateSealer(config.session_secret, options.state_ttl)
@@ -314,11 +317,12 @@ class OAuthManager:
         The app's own shared session (``registry.session_for``: one pool, ETag cache and
         rate-limit tracker per loop) when its API is the one the OAuth settings name; otherwise
         (another ``GITHUBAPP_OAUTH_API_URL``, or an OAuth-only app without app credentials) one
-        session per loop on that API, kept here.
+        session per loop on that API, kept here. A ``transport`` given to the manager (a test's
+        ``httpx.MockTransport``) carries these calls too, so they always get their own session.
         """
         auth = self._app_auth() if self._app_auth is not None else None
         rest_url = api_urls(self.config.api_url)[0]
-        if auth is not None:
+        if auth is not None and self.transport is None:
             shared = session_for(auth)
             if shared.rest_url == rest_url:
                 return shared
@@ -329,6 +333,7 @@ class OAuthManager:
                 self.config.api_url,
                 timeout=self.config.options.http_timeout,
                 user_agent="ghapp-celery-oauth",
+                async_transport=self.transport,
             )
         return session
 

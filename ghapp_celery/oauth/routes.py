@@ -38,38 +38,44 @@ def build_router(
     prefix = manager.config.prefix
     options = manager.config.options
 
-    def set_cookie(response: Response, name: str, value: str, max_age: int, path: str) -> None:
+    def set_cookie(
+        request: Request, response: Response, name: str, value: str, max_age: int, path: str
+    ) -> None:
         response.set_cookie(
             name,
             value,
             max_age=max_age,
             path=path,
             httponly=True,
-            secure=options.cookie_secure,
+            secure=secure(request),
             samesite="lax",
         )
 
-    def clear_cookie(response: Response, name: str, path: str) -> None:
+    def clear_cookie(request: Request, response: Response, name: str, path: str) -> None:
         response.delete_cookie(
-            name, path=path, httponly=True, secure=options.cookie_secure, samesite="lax"
+            name, path=path, httponly=True, secure=secure(request), samesite="lax"
         )
 
-    def failure(error: LoginError) -> JSONResponse:
+    def secure(request: Request) -> bool:
+        return manager.config.secure_cookies(request.url.scheme, request.url.hostname)
+
+    def failure(request: Request, error: LoginError) -> JSONResponse:
         # The state cookie goes; a session the browser already had is left alone, so a
         # forged callback link cannot log anybody out.
         response = JSONResponse(error.body(), status_code=error.status)
-        clear_cookie(response, STATE_COOKIE, prefix or "/")
+        clear_cookie(request, response, STATE_COOKIE, prefix or "/")
         return response
 
     @router.get("/login")
     async def oauth_login(
+        request: Request,
         redirect: bool = False,
         redirect_to: str | None = None,
         scopes: str | None = None,
     ) -> Response:
         if redirect_to is not None and not manager.redirect_allowed(redirect_to):
             return failure(
-                LoginError(400, "redirect_not_allowed", "Redirect target is not allowed")
+                request, LoginError(400, "redirect_not_allowed", "Redirect target is not allowed")
             )
         login = LoginState(
             state=secrets.token_urlsafe(32),
@@ -88,7 +94,12 @@ def build_router(
             RedirectResponse(url, status_code=302) if redirect else JSONResponse({"auth_url": url})
         )
         set_cookie(
-            response, STATE_COOKIE, manager.sealer.seal(login), options.state_ttl, prefix or "/"
+            request,
+            response,
+            STATE_COOKIE,
+            manager.sealer.seal(login),
+            options.state_ttl,
+            prefix or "/",
         )
         return response
 
@@ -105,6 +116,14 @@ def build_router(
         sealed = request.cookies.get(STATE_COOKIE)
         login = manager.sealer.open(sealed) if sealed else None
         if login is None:
+            if sealed is None and request.url.scheme == "http" and secure(request):
+                # The likeliest cause on a developer's machine: say what to change.
+                LOG.warning(
+                    "OAuth callback without its state cookie over plain http: the cookie is "
+                    "Secure, so a browser or test client only sends it over https. For local "
+                    "plain-http work set GITHUBAPP_OAUTH_REDIRECT_URI to the http callback URL "
+                    "or GITHUBAPP_OAUTH_COOKIE_SECURE=false (docs/oauth.md)"
+                )
             raise LoginError(400, "invalid_state", "Login state missing or expired; sign in again")
         if not hmac.compare_digest(login.state.encode(), state.encode()):
             raise LoginError(400, "state_mismatch", "State does not match this browser's login")
@@ -131,8 +150,10 @@ def build_router(
             response = RedirectResponse(login.redirect_to, status_code=303)
         else:
             response = JSONResponse({"user": user, "session_token": session_token})
-        clear_cookie(response, STATE_COOKIE, prefix or "/")
-        set_cookie(response, manager.cookie_name, session_token, options.session_lifetime, "/")
+        clear_cookie(request, response, STATE_COOKIE, prefix or "/")
+        set_cookie(
+            request, response, manager.cookie_name, session_token, options.session_lifetime, "/"
+        )
         return response
 
     @router.get("/callback")
@@ -145,9 +166,11 @@ def build_router(
         try:
             return await finish_login(request, code, state, error)
         except LoginError as exc:
-            return failure(exc)
+            return failure(request, exc)
         except StoreUnavailable:
-            return failure(LoginError(503, "store_unavailable", "Session store unavailable"))
+            return failure(
+                request, LoginError(503, "store_unavailable", "Session store unavailable")
+            )
 
     @router.post("/logout")
     async def oauth_logout(request: Request, revoke_grant: bool = False) -> Response:
@@ -169,7 +192,7 @@ def build_router(
             except Exception as exc:  # the session is already gone; report, don't fail
                 LOG.error("An on_logout callback failed (%s)", type(exc).__name__)
         response = JSONResponse(body)
-        clear_cookie(response, manager.cookie_name, "/")
+        clear_cookie(request, response, manager.cookie_name, "/")
         return response
 
     @router.get("/user")

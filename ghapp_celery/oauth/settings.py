@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -19,6 +20,8 @@ __all__ = ["OAuthConfig", "OAuthSettings", "resolve"]
 
 _DEFAULT_WEB_URL = "https://github.com"
 _DEFAULT_API_URL = "https://api.github.com"
+# The host Starlette's (and so FastAPI's) TestClient sends by default; no browser sends it.
+TEST_CLIENT_HOST = "testserver"
 
 
 class OAuthSettings(BaseSettings):
@@ -35,8 +38,10 @@ class OAuthSettings(BaseSettings):
     )
     session_lifetime: int = Field(default=86_400, gt=0, description="Session JWT lifetime (s).")
     cookie_name: str = "session_token"
-    cookie_secure: bool = Field(
-        default=True, description="Secure cookies; set false only for local plain-http tests."
+    cookie_secure: bool | None = Field(
+        default=None,
+        description="Secure cookies: true or false; unset, Secure unless the login runs over "
+        "plain http (see OAuthConfig.secure_cookies).",
     )
     state_ttl: int = Field(default=600, gt=0, description="Seconds a login may take.")
     redirect_allowlist: Annotated[list[str], NoDecode] = Field(
@@ -73,6 +78,33 @@ class OAuthConfig:
     web_url: str
     api_url: str
     options: OAuthSettings
+
+    def secure_cookies(self, scheme: str, host: str | None) -> bool:
+        """Whether the state and session cookies of a request to ``scheme://host`` are Secure.
+
+        ``GITHUBAPP_OAUTH_COOKIE_SECURE`` decides when set. Unset, they are Secure unless the
+        login runs over plain http: a browser keeps a Secure cookie from, and sends it back
+        over, https only, and so does httpx's cookie jar, so a Secure state cookie set on a
+        plain-http ``/login`` never reaches ``/callback`` (400 ``invalid_state``). In order:
+
+        - an https request: Secure;
+        - plain http to FastAPI's TestClient host (``http://testserver``): not Secure, so a
+          0.2.7 app's login test passes whatever redirect URI it configures;
+        - a redirect URI is configured: Secure when it is https. It, not the request, says
+          how browsers reach the app: behind a TLS-terminating proxy that sends neither the
+          scheme nor the host on, the request reads ``http://127.0.0.1:8000`` in production;
+        - no redirect URI: Secure (production stays safe; browsers that treat
+          ``http://localhost`` as a secure context, Chrome and Firefox, accept it there).
+        """
+        if self.options.cookie_secure is not None:
+            return self.options.cookie_secure
+        if scheme == "https":
+            return True
+        if host == TEST_CLIENT_HOST:
+            return False
+        if self.redirect_uri:
+            return urlsplit(self.redirect_uri).scheme == "https"
+        return True
 
     @property
     def token_secret(self) -> str:
