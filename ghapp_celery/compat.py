@@ -63,13 +63,17 @@ def retry_with_rate_limit(
     *args: Any,
     retries: int = 2,
     max_sleep: float = 60,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], object] | None = None,
     **kwargs: Any,
 ) -> Any:
     """Call ``func``; when it fails on a GitHub rate limit, wait as GitHub says and retry.
 
-    Gives up with GitHubRateLimitError after ``retries`` retries or when GitHub asks for a
-    wait longer than ``max_sleep`` seconds (``retry_after`` then tells the caller how long).
+    0.2.7's rule: the wait is ``retry-after``, else the time to ``x-ratelimit-reset``, else one
+    minute doubling per attempt and capped at ``max_sleep``. A wait GitHub names that is longer
+    than ``max_sleep`` is not shortened (retrying before it only spends the budget): the call
+    raises GitHubRateLimitError at once, ``retry_after`` saying how long. So does the call after
+    ``retries`` retries. Waits go through ``time.sleep`` looked up when they happen, so a test's
+    ``patch("time.sleep")`` replaces them, as it did in 0.2.7.
     """
     for attempt in range(retries + 1):
         try:
@@ -79,9 +83,9 @@ def retry_with_rate_limit(
             if details is None or not is_rate_limited(*details):
                 raise
             status, headers, _ = details
-            delay = retry_delay(headers, attempt, time.time())
+            delay = retry_delay(headers, attempt, time.time(), max_backoff=max_sleep)
             if attempt < retries and delay <= max_sleep:
-                sleep(delay)
+                (sleep or time.sleep)(delay)
                 continue
             raise GitHubRateLimitError(
                 message=f"Rate limit exceeded in client call: {getattr(func, '__name__', func)}",
