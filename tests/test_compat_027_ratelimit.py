@@ -13,17 +13,19 @@ import time
 from collections.abc import Callable, Iterator
 from email.message import Message
 from typing import Any
-from unittest.mock import call, patch
+from unittest.mock import Mock, call, patch
 from urllib.error import HTTPError
 
 import httpx
 import pytest
 import respx
 from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
-from ghapp_celery import GitHubApp, GitHubRateLimitError
+from ghapp_celery import GitHubApp, GitHubRateLimitError, with_rate_limit_handling
 from ghapp_celery.context import set_current_delivery
 from ghapp_celery.testing import make_private_key
+from ghapp_celery.webhooks import signed_request
 
 KEY = make_private_key()
 SECRET = "fake-secret"
@@ -222,3 +224,42 @@ def test_list_installations_caps_the_secondary_backoff() -> None:
     with patch("time.sleep") as mock_sleep:
         assert github_app.list_installations() == [{"id": 123}]
     mock_sleep.assert_called_once_with(5)
+
+
+# -- the same rule through the decorator, in a webhook handler --------------------------------
+
+
+@respx.mock
+def test_a_decorated_handler_rides_out_a_secondary_limit() -> None:
+    app = FastAPI()
+    github_app = make_app(app)
+    token_route = respx.post("https://api.github.com/app/installations/123/access_tokens").mock(
+        return_value=httpx.Response(201, json={"token": "ghs_x", "expires_at": None})
+    )
+    mock_ghapi = Mock()
+    mock_ghapi.issues.create_comment.side_effect = [
+        ghapi2_error(403, {"x-ratelimit-remaining": "4000"}, SECONDARY),
+        {"id": 456},
+    ]
+
+    @github_app.on("issues.opened")
+    @with_rate_limit_handling(github_app)
+    def comment() -> int:
+        client = github_app.get_client()
+        return int(client.issues.create_comment(owner="o", repo="r", issue_number=1)["id"])
+
+    body, headers = signed_request(
+        "issues", {"action": "opened", "installation": {"id": 123}}, secret=SECRET
+    )
+    with (
+        patch("ghapp_celery.compat.GhApi", return_value=mock_ghapi) as ghapi_class,
+        patch("time.sleep") as mock_sleep,
+        TestClient(app) as client,
+    ):
+        answer = client.post("/webhooks/github/", content=body, headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"status": "HIT", "calls": {"comment": 456}}
+    mock_sleep.assert_called_once_with(5)
+    assert mock_ghapi.issues.create_comment.call_count == 2
+    ghapi_class.assert_called_once_with(token="ghs_x")
+    assert token_route.call_count == 1
