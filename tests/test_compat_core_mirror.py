@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from unittest.mock import AsyncMock, Mock, patch
 
+import httpx
 import pytest
+import respx
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -221,3 +223,32 @@ def test_unpatched_the_client_is_ghapi_s_own_and_synchronous() -> None:
     assert isinstance(api.transport, GhSyncTransport)  # 0.2.7's sync handlers get answers
     assert api.gh_host == "https://api.github.com"
     assert api.headers["Authorization"] == "token test_token"
+
+
+@respx.mock
+def test_a_0_2_7_fake_key_works_with_the_jwt_patched_and_respx_as_github() -> None:
+    # 0.2.7's tests passed github_app_key=b"test_key" and patched githubapp.core.jwt or
+    # GitHubApp._create_jwt; here the JWT comes from github_app.auth.create_jwt, and the token
+    # request goes through httpx, where respx answers it (docs/migration.md).
+    github_app = GitHubApp(github_app_id=123, github_app_key=b"test_key")
+    route = respx.post("https://api.github.com/app/installations/456/access_tokens").mock(
+        return_value=httpx.Response(
+            201, json={"token": "test_token", "expires_at": "2099-01-01T00:00:00Z"}
+        )
+    )
+    with patch.object(github_app.auth, "create_jwt", return_value="test_jwt"):
+        result = github_app.get_access_token(installation_id=456)
+    assert isinstance(result, InstallationAuthorization)
+    assert result.token == "test_token"
+    assert route.calls.last.request.headers["Authorization"] == "Bearer test_jwt"
+
+
+def test_gh_host_from_the_environment_is_not_the_app_s_url(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # ghapi reads $GH_HOST once, at import, into ghapi.core.GH_HOST; the gh CLI's GH_HOST is a
+    # bare host name, which ghapi would take as the API URL of GhApi(token=...).
+    monkeypatch.setattr("ghapi.core.GH_HOST", "github.example.com")
+    github_app = GitHubApp()
+    with patch.object(github_app, "get_access_token", return_value=token()):
+        assert github_app.client(1).gh_host == "https://api.github.com"
