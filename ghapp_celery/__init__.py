@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 
+from . import compat
 from .app import GitHubApp
 from .compat import RateLimitedGhApi, with_rate_limit_handling
 from .config import Settings
@@ -130,6 +131,10 @@ __all__ = [
     "__version__",
     "with_rate_limit_handling",
 ]
+
+# compat mirrors 0.2.7's githubapp.core, GitHubApp included; it sits below app, so the class is
+# set there from here, where both are loaded.
+compat.GitHubApp = GitHubApp  # type: ignore[misc]  # mypy sees compat's TYPE_CHECKING import
 
 # A library logs nowhere until the application configures logging.
 logging.getLogger(__name__).addHandler(logging.NullHandler())

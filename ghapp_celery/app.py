@@ -468,7 +468,8 @@ class GitHubApp:
         return rate_limit_info(dict(response.headers))
 
     def _calculate_retry_delay(self, response: Any, attempt: int) -> float:
-        return retry_delay(dict(response.headers), attempt, time.time())
+        max_sleep = self.settings.rate_limit_max_sleep
+        return retry_delay(dict(response.headers), attempt, time.time(), max_backoff=max_sleep)
 
     # -- GitHub login (OAuthIntegration) -----------------------------------------------------
 

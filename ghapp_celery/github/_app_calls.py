@@ -16,6 +16,7 @@ Errors keep 0.2.7's ``data``: the answer's text, not the decoded body.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -27,6 +28,7 @@ import httpx
 from ghapp_celery.exceptions import GitHubAppError, GitHubRateLimitError, HTTPError
 from ghapp_celery.github._client_core import GitHubResponse
 from ghapp_celery.github._client_session import Exchange, GitHubSession
+from ghapp_celery.github.ratelimit import named_wait
 from ghapp_celery.github.registry import blocking_session_for, session_for
 
 if TYPE_CHECKING:
@@ -65,6 +67,11 @@ class RateLimitWaits:
         wait = error.retry_after
         if not _waits_allowed.get() or wait is None:
             return None
+        headers = error.headers if isinstance(error, HTTPError) else {}
+        if named_wait(headers, time.time()) is None:
+            # GitHub named no wait, so ``wait`` is the one-minute backoff: 0.2.7 capped it at
+            # max_sleep and retried, where waiting the full minute would mean giving up.
+            wait = min(wait, self.max_sleep)
         if waited < self.retries and wait <= self.max_sleep:
             return wait
         return None

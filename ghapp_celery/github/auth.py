@@ -55,6 +55,16 @@ JWT_BACKDATE = 60
 _LOCK_POLL = 0.005
 
 
+def _sleep(seconds: float) -> None:
+    # time.sleep is looked up at each wait, not bound at import: a test's patch("time.sleep")
+    # then replaces the wait, as it did in fastapi-githubapp 0.2.7.
+    time.sleep(seconds)
+
+
+async def _asleep(seconds: float) -> None:
+    await asyncio.sleep(seconds)  # looked up at each wait, as _sleep
+
+
 class GitHubAppAuth:
     """Mints app JWTs and installation tokens; see the module docstring for the caching rules."""
 
@@ -70,8 +80,8 @@ class GitHubAppAuth:
         rate_limit_max_sleep: float = 60,
         timeout: float = 10.0,
         user_agent: str = "ghapp-celery",
-        sleep: Callable[[float], object] = time.sleep,
-        asleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        sleep: Callable[[float], object] | None = None,
+        asleep: Callable[[float], Awaitable[object]] | None = None,
         transport: httpx.BaseTransport | None = None,
         async_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
@@ -83,7 +93,9 @@ class GitHubAppAuth:
         self.refresh_margin = refresh_margin
         self.timeout = timeout
         self.user_agent = user_agent
-        self._waits = RateLimitWaits(rate_limit_retries, rate_limit_max_sleep, sleep, asleep)
+        self._waits = RateLimitWaits(
+            rate_limit_retries, rate_limit_max_sleep, sleep or _sleep, asleep or _asleep
+        )
         self._transport = transport
         self._async_transport = async_transport
         self._lock = threading.Lock()  # guards every dict below

@@ -24,6 +24,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
+from ..compat import STATUS_FUNC_CALLED, STATUS_NO_FUNC_CALLED  # 0.2.7's names, kept there
 from ..config import DEFAULT_BODY_BUDGET_BYTES, Settings
 from ..context import Event, delivery_context
 from ..exceptions import BodyTimeout, GitHubAppError, IntakeBusy, PayloadTooLarge, WebhookError
@@ -50,8 +51,6 @@ __all__ = [
 
 LOG = logging.getLogger("ghapp_celery.intake")
 
-STATUS_FUNC_CALLED = "HIT"
-STATUS_NO_FUNC_CALLED = "MISS"
 STATUS_QUEUED = "QUEUED"
 STATUS_DUPLICATE = "DUPLICATE"
 
