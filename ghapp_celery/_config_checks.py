@@ -20,6 +20,7 @@ GitHub calls. The same values from ghapp_celery's own settings (the environment,
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -29,7 +30,7 @@ from .exceptions import ConfigurationError, GitHubAppError
 if TYPE_CHECKING:
     from .app import GitHubApp
 
-__all__ = ["Finding", "StartupCheck", "check_startup", "report"]
+__all__ = ["Finding", "StartupCheck", "check_startup", "report", "with_cause"]
 
 LOG = logging.getLogger("ghapp_celery")
 
@@ -48,6 +49,16 @@ class Finding:
     part: str
     state: State
     detail: str
+
+
+def with_cause(exc: BaseException) -> str:
+    """``exc``'s message and the first line of what caused it (a driver's "connection
+    refused"), without SQLAlchemy's "(psycopg.OperationalError) " prefix. Statements' values
+    never show (make_engine's hide_parameters), and drivers do not echo passwords."""
+    cause = exc.__cause__
+    reason = str(cause).strip().splitlines()[0] if cause and str(cause).strip() else ""
+    reason = re.sub(r"^\([\w.]+\) ", "", reason)
+    return f"{exc}: {reason}" if reason else str(exc)
 
 
 def _given_the_027_way(app: GitHubApp) -> bool:
@@ -114,23 +125,20 @@ def _store(app: GitHubApp, *, connect: bool) -> Finding:
     try:
         revision = store.current_revision()
     except GitHubAppError as exc:  # StoreUnavailable
-        cause = exc.__cause__
-        reason = str(cause).strip().splitlines()[0] if cause and str(cause).strip() else ""
-        return Finding("store", "error", f"{where}: {exc}: {reason}".rstrip(": "))
+        return Finding("store", "error", f"{where}: {with_cause(exc)}")
     return Finding("store", "ok", f"{where} (schema revision {revision or 'none yet'})")
 
 
 def _broker(app: GitHubApp, *, connect: bool) -> Finding:
     if not _uses_broker(app):
         return Finding("broker", "ok", "not used (no background handler)")
-    from .tasks.celery_app import broker_problem, broker_unreachable
+    from .tasks.celery_app import broker_location, broker_problem, broker_unreachable
 
     celery = app.celery
     problem = broker_problem(celery) or (broker_unreachable(celery) if connect else None)
     if problem:
         return Finding("broker", "error", problem)
-    with celery.connection_for_write() as connection:
-        return Finding("broker", "ok", connection.as_uri())
+    return Finding("broker", "ok", broker_location(celery))
 
 
 def _routes(app: GitHubApp) -> list[Finding]:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EMBEDDED_POLLING_INTERVAL",
     "RELIABILITY_DEFAULTS",
+    "broker_location",
     "broker_problem",
     "broker_unreachable",
     "config_module_problem",
@@ -244,10 +245,17 @@ def broker_problem(celery: Celery) -> str | None:
     return None
 
 
+def broker_location(celery: Celery) -> str:
+    """The broker URL with its password masked, for messages."""
+    from kombu.utils.url import maybe_sanitize_url
+
+    return str(maybe_sanitize_url(str(celery.conf.broker_url)))
+
+
 def broker_unreachable(celery: Celery, timeout: float = 5.0) -> str | None:
     """Why the broker cannot be reached now (one attempt, ``timeout`` seconds), or None."""
+    where = broker_location(celery)
     with celery.connection_for_write() as connection:
-        where = connection.as_uri()  # the password masked
         try:
             connection.ensure_connection(max_retries=0, timeout=timeout)
         except Exception as exc:
