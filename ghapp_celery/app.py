@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from fastapi import APIRouter, FastAPI, Request
 
 from . import compat
+from ._config_checks import StartupCheck, check_startup
 from ._lazy import Lazy
 from .config import Settings, as_text, load_env_into, resolve_settings, secret_fields
 from .context import current_delivery, set_current_delivery
@@ -196,6 +197,7 @@ class GitHubApp:
             store=self._store.get,
             purge_oauth=self._purge_oauth,
             lock=self._lock,
+            check_startup=lambda: check_startup(self),
         )
 
     def _create_store(self) -> DeliveryStore:
@@ -270,6 +272,8 @@ class GitHubApp:
         self._policy.reset()
         self._warn_about_verification()
         app.include_router(self.router)
+        if app.middleware_stack is None:  # Starlette takes no middleware once serving
+            app.add_middleware(StartupCheck, check=lambda: check_startup(self))
         self._mount_status_api(app)
         self.oauth_integration.mount(app, self.get_current_user)
         self._install_lifespan(app)

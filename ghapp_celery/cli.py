@@ -1,13 +1,16 @@
-"""The ``ghapp-celery`` command.
+"""The ghapp-celery command: try, inspect and operate a GitHub App built on ghapp_celery.
 
 - ``receive issues.opened [--wait]``: post a real, signed sample delivery to a running app,
   with GitHub's headers; ``--wait`` follows its background runs in the store until they end.
+- ``check``: the app's whole configuration (credentials, store, broker, routes), what is missing.
 - ``routes``: event -> handler -> Celery task -> queue, for ``celery worker -Q``.
 - ``db upgrade``: migrate the store. ``sweep``: republish runs that must run but aren't.
 - ``deliveries list|show|replay``: what was received, what ran, and running failed runs again.
 
 Commands that need the app take ``--app module:attribute`` (or ``GITHUBAPP_APP``), e.g.
-``--app examples.quickstart:github_app``.
+``--app examples.quickstart:github_app``. What a command cannot do (an unreachable store or
+broker, an app it cannot import, a configuration error) is one line on stderr and a non-zero
+exit, never a traceback. Times are ISO 8601, as the status API writes them.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from .config import Settings
+from .exceptions import GitHubAppError, StoreUnavailable
 from .webhooks import signed_request
 
 if TYPE_CHECKING:
@@ -80,16 +84,66 @@ def load_app(spec: str | None) -> GitHubApp:
         raise SystemExit("Name the app: --app module:attribute (or set GITHUBAPP_APP)")
     module_name, _, attribute = spec.partition(":")
     sys.path.insert(0, os.getcwd())
-    app = getattr(importlib.import_module(module_name), attribute)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SystemExit(f"Cannot import {module_name} for --app {spec}: {exc}") from None
+    except GitHubAppError:
+        raise  # a configuration error: main prints it
+    except Exception as exc:  # the user's module failed; its traceback is python's to show
+        raise SystemExit(
+            f"Importing {module_name} failed: {type(exc).__name__}: {exc} "
+            f"(python -c 'import {module_name}' shows where)"
+        ) from None
+    try:
+        app = getattr(module, attribute)
+    except AttributeError:
+        raise SystemExit(f"{module_name} has no attribute {attribute!r} (--app {spec})") from None
     if not isinstance(app, GitHubApp):
         raise SystemExit(f"{spec} is a {type(app).__name__}, not a GitHubApp")
     return app
 
 
+def _existing(store: DeliveryStore) -> DeliveryStore:
+    """``store``, unless it is a SQLite file that does not exist: reading it would create an
+    empty store here, where the app (elsewhere) never looks."""
+    missing = store.missing_file()
+    if missing is not None:
+        raise SystemExit(
+            f"No delivery store at {missing}: run this in the app's directory, or set "
+            "GITHUBAPP_DATA_DIR or GITHUBAPP_DATABASE_URL to the app's"
+        )
+    return store
+
+
 def _store() -> DeliveryStore:
     from .store import DeliveryStore
 
-    return DeliveryStore(Settings().store_url())
+    return _existing(DeliveryStore(Settings().store_url()))
+
+
+def _state(text: str) -> str:
+    """An argparse type: a delivery state, refused as the status API refuses it."""
+    from .store import DeliveryState  # here: only a --state needs the store package
+
+    states = [state.value for state in DeliveryState]
+    if text not in states:
+        choices = ", ".join(repr(state) for state in states)
+        raise argparse.ArgumentTypeError(f"invalid state {text[:40]!r}: one of {choices}")
+    return text
+
+
+def _background_app(spec: str | None) -> GitHubApp:
+    """The app, for a command that publishes to its broker: its Celery settings importable
+    and its broker reachable, else one line."""
+    from .tasks.celery_app import broker_unreachable, config_module_problem
+
+    github_app = load_app(spec)
+    problem = config_module_problem(github_app.settings) or broker_unreachable(github_app.celery)
+    if problem:
+        raise SystemExit(problem)
+    _existing(github_app.store)
+    return github_app
 
 
 def _follow(delivery_id: str, timeout: float) -> int:
@@ -135,7 +189,11 @@ def _receive(args: argparse.Namespace) -> int:
 
 def _routes(args: argparse.Namespace) -> int:
     github_app = load_app(args.app)
-    from .tasks.celery_app import queue_of
+    from .tasks.celery_app import config_module_problem, queue_of
+
+    problem = config_module_problem(github_app.settings)
+    if problem:  # its task_routes may move handlers to other queues
+        raise SystemExit(problem)
 
     rows = [("EVENT", "HANDLER", "TASK", "QUEUE")]
     for spec in github_app.registry:
@@ -144,15 +202,28 @@ def _routes(args: argparse.Namespace) -> int:
             rows.append((spec.key, spec.qualified_name, spec.task_name, queue))
         else:
             rows.append((spec.key, spec.qualified_name, "(inline)", "-"))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    _table(rows)
     return 0
+
+
+def _table(rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print("  ".join(cells).rstrip())
+
+
+def _check(args: argparse.Namespace) -> int:
+    from ._config_checks import report
+
+    findings = report(load_app(args.app))
+    _table([(f.part, f.state, f.detail) for f in findings])
+    return 1 if any(f.state == "error" for f in findings) else 0
 
 
 def _deliveries(args: argparse.Namespace) -> int:
     if args.deliveries_command == "replay":
-        runs = load_app(args.app).replay(args.delivery_id)
+        runs = _background_app(args.app).replay(args.delivery_id)
         print(f"Republished {len(runs)} run(s) of delivery {args.delivery_id}")
         for run in runs:
             print(f"  run {run.id} {run.handler} -> {run.queue}")
@@ -180,7 +251,7 @@ def _deliveries(args: argparse.Namespace) -> int:
             for r in item.runs
         )
         name = f"{item.event}.{item.action}" if item.action else item.event
-        print(f"{item.received_at:%Y-%m-%d %H:%M:%S} {item.id} {name} [{item.state}] {states}")
+        print(f"{item.received_at.isoformat()} {item.id} {name} [{item.state}] {states}")
     return 0
 
 
@@ -211,6 +282,10 @@ def _parser() -> argparse.ArgumentParser:
 
     routes = commands.add_parser("routes", help="event -> handler -> task -> queue")
     routes.add_argument("--app", help="module:attribute of the GitHubApp")
+    check = commands.add_parser(
+        "check", help="the app's credentials, store, broker and routes, and what is missing"
+    )
+    check.add_argument("--app", help="module:attribute of the GitHubApp")
 
     db = commands.add_parser("db", help="the delivery store")
     db_commands = db.add_subparsers(dest="db_command", required=True)
@@ -223,7 +298,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = deliveries.add_subparsers(dest="deliveries_command", required=True)
     listing = sub.add_parser("list", help="newest first")
     listing.add_argument("--event")
-    listing.add_argument("--state")
+    listing.add_argument("--state", type=_state, help="a delivery state, e.g. failed")
     listing.add_argument("--installation", type=_int64)
     listing.add_argument("--limit", type=int, default=20)
     show = sub.add_parser("show", help="one delivery with its runs")
@@ -237,6 +312,20 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except GitHubAppError as exc:  # ConfigurationError, StoreUnavailable, ...
+        print(f"ghapp-celery: {_one_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: GitHubAppError) -> str:
+    from ._config_checks import with_cause
+
+    return with_cause(exc) if isinstance(exc, StoreUnavailable) else str(exc)
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "samples":
         print("\n".join(sample_names()))
         return 0
@@ -244,13 +333,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _receive(args)
     if args.command == "routes":
         return _routes(args)
+    if args.command == "check":
+        return _check(args)
     if args.command == "db":
-        store = _store()
+        from .store import DeliveryStore
+
+        store = DeliveryStore(Settings().store_url())  # creating it is the point
         store.upgrade()
         print(f"Store at revision {store.current_revision()}")
         return 0
     if args.command == "sweep":
-        print(json.dumps(load_app(args.app).sweep().as_dict()))
+        print(json.dumps(_background_app(args.app).sweep().as_dict()))
         return 0
     return _deliveries(args)
 

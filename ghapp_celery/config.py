@@ -14,6 +14,8 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .exceptions import ConfigurationError
+
 __all__ = [
     "CONFIG_FIELDS",
     "DEFAULT_BODY_BUDGET_BYTES",
@@ -180,7 +182,13 @@ class Settings(BaseSettings):
             # Environments often carry the key with literal "\n" sequences on one line.
             return self.private_key.get_secret_value().replace("\\n", "\n")
         if self.private_key_path is not None:
-            return self.private_key_path.read_text()
+            try:
+                return self.private_key_path.read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not text"
+                raise ConfigurationError(
+                    f"GITHUBAPP_PRIVATE_KEY_PATH={self.private_key_path} cannot be read: {reason}"
+                ) from None
         return None
 
 

@@ -54,6 +54,12 @@ MAX_JWT_LIFETIME = 600
 JWT_BACKDATE = 60
 _LOCK_POLL = 0.005
 
+NO_ID = "GitHub App id is not configured: set GITHUBAPP_ID (or pass github_app_id=)"
+NO_KEY = (
+    "GitHub App private key is not configured: set GITHUBAPP_PRIVATE_KEY or "
+    "GITHUBAPP_PRIVATE_KEY_PATH (or pass github_app_key=)"
+)
+
 
 def _sleep(seconds: float) -> None:
     # time.sleep is looked up at each wait, not bound at import: a test's patch("time.sleep")
@@ -116,22 +122,32 @@ class GitHubAppAuth:
 
         if self._signing_key is None:
             if not self._private_key:
-                raise ConfigurationError("GitHub App private key is not configured")
+                raise ConfigurationError(NO_KEY)
             raw = self._private_key
             data = raw.encode() if isinstance(raw, str) else raw
             try:
                 key = load_pem_private_key(data, password=None)
             except (ValueError, TypeError) as exc:
-                raise ConfigurationError("GitHub App private key is not a valid PEM key") from exc
+                # Never the key's text: only what it should have been.
+                raise ConfigurationError(
+                    "GitHub App private key is not a valid PEM key: use the .pem file GitHub "
+                    "generated, whole (-----BEGIN RSA PRIVATE KEY----- ...)"
+                ) from exc
             if not isinstance(key, rsa.RSAPrivateKey):
                 raise ConfigurationError("GitHub App private key must be an RSA key")
             self._signing_key = key
         return self._signing_key
 
+    def validate(self) -> None:
+        """Raise ConfigurationError unless an app JWT can be signed: an id and an RSA key."""
+        if self.app_id is None or str(self.app_id) == "":
+            raise ConfigurationError(NO_ID)
+        self._key()
+
     def create_jwt(self, expiration: int = 540) -> str:
         """An RS256 app JWT: ``iat`` 60 s back, ``exp`` at most 10 min ahead, ``iss`` a string."""
         if self.app_id is None or str(self.app_id) == "":
-            raise ConfigurationError("GitHub App id is not configured")
+            raise ConfigurationError(NO_ID)
         if expiration <= 0:
             raise ValueError("expiration must be a positive number of seconds")
         now = int(self.clock())

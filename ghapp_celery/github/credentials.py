@@ -55,6 +55,16 @@ class AppCredentials:
             timeout=s.http_timeout,
         )
 
+    def check(self) -> bool:
+        """Whether any credentials are configured (False: neither an id nor a key, which an
+        app calling no GitHub API may run without); ConfigurationError when they are but
+        cannot sign an app JWT (no id, no key, an unreadable key file, not an RSA PEM key)."""
+        s = self._settings()
+        if not s.id and s.private_key_pem() is None:
+            return False
+        self.auth.validate()
+        return True
+
     @property
     def auth(self) -> GitHubAppAuth:
         """JWTs and one installation-token cache for sync and async callers."""

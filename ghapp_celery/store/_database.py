@@ -7,6 +7,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TypeVar
 
 from sqlalchemy import Connection
@@ -69,6 +70,23 @@ class Database:
     def __repr__(self) -> str:
         url = self._engine.url.render_as_string(hide_password=True)
         return f"<{type(self).__name__} {url}>"
+
+    @property
+    def location(self) -> str:
+        """The database URL with its password masked, for messages."""
+        return self._engine.url.render_as_string(hide_password=True)
+
+    def missing_file(self) -> str | None:
+        """This store's SQLite file when it does not exist yet, else None (PostgreSQL, an
+        existing file, memory): a reader can say "no store here" instead of creating one."""
+        url = self._engine.url
+        database = url.database
+        if self._dialect != "sqlite" or not database or database == ":memory:":
+            return None
+        if database.startswith("file:"):
+            return None
+        path = Path(database).expanduser().resolve()
+        return None if path.exists() else str(path)
 
     def upgrade(self) -> None:
         """Alembic ``upgrade head``; idempotent, and safe from several processes at once."""

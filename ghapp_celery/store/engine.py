@@ -42,6 +42,25 @@ def _parse(url: str | URL) -> URL:
         raise ConfigurationError("The store's database URL cannot be parsed") from exc
 
 
+_SUPPORTED = "sqlite:///path/to/store.sqlite or postgresql+psycopg://user:password@host/db"
+
+
+def _check_backend(url: URL) -> None:
+    """A clear ConfigurationError for a URL the store cannot use, before SQLAlchemy's own
+    (``Can't load plugin: sqlalchemy.dialects:postgres``, ``No module named 'MySQLdb'``)."""
+    backend = url.get_backend_name()
+    if backend == "postgres":  # Heroku-style URLs; SQLAlchemy dropped the alias in 1.4
+        raise ConfigurationError(
+            "The store's database URL (GITHUBAPP_DATABASE_URL) starts with postgres://, which "
+            "SQLAlchemy does not accept: use postgresql+psycopg://user:password@host/db"
+        )
+    if backend not in ("sqlite", "postgresql"):
+        raise ConfigurationError(
+            f"The store's database URL (GITHUBAPP_DATABASE_URL) is a {backend!r} URL; the "
+            f"store supports SQLite and PostgreSQL: {_SUPPORTED}"
+        )
+
+
 def prepare_sqlite_path(url: URL) -> None:
     """Create the directory of a SQLite file, so ``.ghapp/store.sqlite`` works out of the box."""
     database = url.database
@@ -91,6 +110,7 @@ def make_engine(url: str | URL, *, pool_size: int | None = None, echo: bool = Fa
     StoreUnavailable chains that error, so a logged traceback would otherwise carry them.
     """
     parsed = _parse(url)
+    _check_backend(parsed)
     kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
     backend = parsed.get_backend_name()
     if pool_size is not None:
@@ -99,8 +119,16 @@ def make_engine(url: str | URL, *, pool_size: int | None = None, echo: bool = Fa
         kwargs["pool_pre_ping"] = True  # a server restart must not fail the next webhook
     try:
         engine = create_engine(parsed, **kwargs)
-    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
-        raise ConfigurationError(f"The store cannot use a {backend!r} database URL") from exc
+    except ImportError as exc:
+        hint = " (pip install 'ghapp-celery[postgres]')" if backend == "postgresql" else ""
+        raise ConfigurationError(
+            f"The store's database driver {parsed.drivername!r} is not installed{hint}: use "
+            f"{_SUPPORTED}"
+        ) from exc
+    except (ArgumentError, NoSuchModuleError) as exc:
+        raise ConfigurationError(
+            f"The store cannot use a {parsed.drivername!r} database URL: use {_SUPPORTED}"
+        ) from exc
     if backend == "sqlite":
         event.listen(engine, "connect", _on_sqlite_connect)
         event.listen(engine, "begin", _on_sqlite_begin)

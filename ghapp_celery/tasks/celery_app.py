@@ -9,6 +9,7 @@ file in ``GITHUBAPP_DATA_DIR``: nothing to install, good for a laptop and for te
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import os
 import sqlite3
@@ -27,6 +28,11 @@ if TYPE_CHECKING:
 __all__ = [
     "EMBEDDED_POLLING_INTERVAL",
     "RELIABILITY_DEFAULTS",
+    "broker_location",
+    "broker_problem",
+    "broker_unreachable",
+    "config_module_problem",
+    "connect_startup_check",
     "embedded_broker_url",
     "is_sqlite_broker",
     "make_celery",
@@ -93,6 +99,27 @@ def prepare_sqlite_broker(url: str, polling_interval: float = EMBEDDED_POLLING_I
         kombu_sqlalchemy.Transport.polling_interval = polling_interval
 
 
+def config_module_problem(settings: Settings) -> str | None:
+    """Why the Celery settings module named by GITHUBAPP_CELERY_CONFIG_MODULE cannot be
+    imported, or None. Only a module named on purpose counts: the default ``celeryconfig`` is
+    optional. Checked at start-up (``connect_startup_check``, the web app's) and by the CLI
+    rather than raised by ``make_celery``, which runs at the user's module import, where an
+    exception becomes a traceback."""
+    name = settings.celery_config_module
+    if "celery_config_module" not in settings.model_fields_set:
+        return None
+    try:
+        found = importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a parent package is missing, or an empty name
+        found = False
+    if found:
+        return None
+    return (
+        f"GITHUBAPP_CELERY_CONFIG_MODULE={name} cannot be imported (no module {name!r} on "
+        "sys.path): fix the name, or unset it to use ghapp_celery's Celery defaults"
+    )
+
+
 def _load_config_module(celery: Celery, name: str) -> set[str]:
     """Load the user's Celery settings module; returns the setting names it defines."""
     try:
@@ -100,6 +127,7 @@ def _load_config_module(celery: Celery, name: str) -> set[str]:
     except ModuleNotFoundError as exc:
         if exc.name != name:  # the module exists but one of its imports is missing
             raise
+        # A module named on purpose but missing is refused at start-up (config_module_problem).
         LOG.debug("No %s module; using ghapp_celery's Celery defaults", name)
         return set()
     celery.config_from_object(module)
@@ -194,3 +222,67 @@ def queue_of(celery: Celery, task_name: str) -> str:
     route = celery.amqp.router.route({}, task_name, (), {})
     queue = route.get("queue")
     return str(getattr(queue, "name", queue) or DEFAULT_QUEUE)
+
+
+def _scheme(celery: Celery) -> str:
+    return str(celery.conf.broker_url).split("://", 1)[0] + "://"
+
+
+def broker_problem(celery: Celery) -> str | None:
+    """Why the broker URL cannot work whatever the network does (an unknown transport, its
+    client package not installed), or None. Nothing is connected."""
+    try:
+        with celery.connection_for_write() as connection:
+            connection.transport  # noqa: B018  (resolving it imports the client package)
+    except KeyError:
+        return f"CELERY_BROKER_URL: no broker transport for {_scheme(celery)} URLs"
+    except ImportError as exc:
+        extra = " (pip install 'ghapp-celery[redis]')" if exc.name == "redis" else ""
+        return (
+            f"CELERY_BROKER_URL is a {_scheme(celery)} URL, whose client package "
+            f"{exc.name or ''!r} is not installed{extra}"
+        )
+    return None
+
+
+def broker_location(celery: Celery) -> str:
+    """The broker URL with its password masked, for messages."""
+    from kombu.utils.url import maybe_sanitize_url
+
+    return str(maybe_sanitize_url(str(celery.conf.broker_url)))
+
+
+def broker_unreachable(celery: Celery, timeout: float = 5.0) -> str | None:
+    """Why the broker cannot be reached now (one attempt, ``timeout`` seconds), or None."""
+    where = broker_location(celery)
+    with celery.connection_for_write() as connection:
+        try:
+            connection.ensure_connection(max_retries=0, timeout=timeout)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            return f"The broker at {where} is unreachable: {type(exc).__name__} {first}".strip()
+    return None
+
+
+def connect_startup_check(celery: Celery, check: Callable[[], None]) -> None:
+    """Run ``check`` when a worker of ``celery`` starts (before it connects or forks); a
+    ConfigurationError it raises stops the worker with its message as the one line it prints.
+
+    ``celeryd_init``, not ``worker_init``: it is sent first, and SystemExit passes through
+    Celery's signal dispatch, which logs and swallows every Exception.
+    """
+    from celery import signals
+
+    from ..exceptions import ConfigurationError
+
+    def on_worker_start(sender: Any = None, instance: Any = None, **_: Any) -> None:
+        if getattr(instance, "app", None) is not celery:
+            return
+        try:
+            check()
+        except ConfigurationError as exc:
+            raise SystemExit(f"ghapp_celery: the worker cannot start: {exc}") from None
+
+    signals.celeryd_init.connect(
+        on_worker_start, weak=False, dispatch_uid=f"ghapp_celery.startup.{id(celery)}"
+    )

@@ -33,12 +33,13 @@ __all__ = ["BackgroundRuntime"]
 class BackgroundRuntime:
     """The Celery app, store, scheduler, replay and sweep of one GitHubApp.
 
-    ``settings``, ``auth`` and ``store`` are callables: the app creates each lazily and may
-    re-read its settings in ``init_app``. The store is the app's own part, not created here:
-    this package loads kombu (for the embedded broker's URL scheme), and an app that only reads
-    its store (the status API) loads SQLAlchemy alone. ``purge_oauth`` deletes the ended OAuth
-    sessions' rows on each sweep and returns how many (None when the app keeps no OAuth
-    sessions). The celery imports stay inside the factories.
+        ``settings``, ``auth`` and ``store`` are callables: the app creates each lazily and may
+        re-read its settings in ``init_app``. The store is the app's own part, not created here:
+        this package loads kombu (for the embedded broker's URL scheme), and an app that only reads
+        its store (the status API) loads SQLAlchemy alone. ``purge_oauth`` deletes the ended OAuth
+        sessions' rows on each sweep and returns how many (None when the app keeps no OAuth
+        sessions). ``check_startup`` runs when a worker of the Celery app starts and stops it on a
+    ConfigurationError. The celery imports stay inside the factories.
     """
 
     def __init__(
@@ -50,12 +51,14 @@ class BackgroundRuntime:
         store: Callable[[], DeliveryStore],
         purge_oauth: Callable[[], int | None],
         lock: threading.RLock,
+        check_startup: Callable[[], None] | None = None,
     ) -> None:
         self.registry = registry
         self._settings = settings
         self._auth = auth
         self._store = store
         self._purge_oauth = purge_oauth
+        self._check_startup = check_startup
         self._celery = Lazy(self._create_celery, lock)
         self._scheduler = Lazy(self._create_scheduler, lock)
 
@@ -84,7 +87,7 @@ class BackgroundRuntime:
         return self._scheduler.get()
 
     def _create_celery(self) -> Celery:
-        from .celery_app import make_celery
+        from .celery_app import connect_startup_check, make_celery
         from .handlers import register_handler_task
         from .loop import install_signal_handlers
         from .sweeper import register_sweep_task
@@ -95,6 +98,8 @@ class BackgroundRuntime:
             register_handler_task(celery, self, spec)
         register_sweep_task(celery, self.sweep, settings)
         install_signal_handlers(celery)
+        if self._check_startup is not None:
+            connect_startup_check(celery, self._check_startup)
         return celery
 
     def _create_scheduler(self) -> CeleryScheduler:
