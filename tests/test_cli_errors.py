@@ -157,7 +157,7 @@ def test_an_unknown_state_is_refused_as_the_status_api_refuses_it(tmp_path: Path
             headers={"Authorization": "Bearer t0ken"},
         )
     assert answer.status_code == 400
-    api_states = ast.literal_eval(answer.json()["detail"].split("one of ", 1)[1])
+    api_states = ast.literal_eval(answer.json()["description"].split("one of ", 1)[1])
 
     done = run(tmp_path, "deliveries", "list", "--state", "bogus")
     assert done.returncode == 2 and "Traceback" not in done.stderr
