@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 
+from ._fallback_log import install_fallback_handler
 from .app import GitHubApp
 from .compat import RateLimitedGhApi, with_rate_limit_handling
 from .config import Settings
@@ -131,5 +132,6 @@ __all__ = [
     "with_rate_limit_handling",
 ]
 
-# A library logs nowhere until the application configures logging.
-logging.getLogger(__name__).addHandler(logging.NullHandler())
+# Warnings and errors reach stderr until the application configures logging, then only its
+# handlers write them (ghapp_celery/_fallback_log.py says why; docs/configuration.md#logging).
+install_fallback_handler(logging.getLogger(__name__))
