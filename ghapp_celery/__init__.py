@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 
 from . import compat
+from ._fallback_log import install_fallback_handler
 from .app import GitHubApp
 from .compat import RateLimitedGhApi, with_rate_limit_handling
 from .config import Settings
@@ -136,5 +137,6 @@ __all__ = [
 # set there from here, where both are loaded.
 compat.GitHubApp = GitHubApp  # type: ignore[misc]  # mypy sees compat's TYPE_CHECKING import
 
-# A library logs nowhere until the application configures logging.
-logging.getLogger(__name__).addHandler(logging.NullHandler())
+# Warnings and errors reach stderr until the application configures logging, then only its
+# handlers write them (ghapp_celery/_fallback_log.py says why; docs/configuration.md#logging).
+install_fallback_handler(logging.getLogger(__name__))
