@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import os
 import sys
 import time
@@ -312,11 +313,20 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # The command speaks for itself, in one line when it fails: the library's warnings while
+    # it loads the app (no webhook secret, no credentials, ...) would come before that line
+    # and bury it. `ghapp-celery check` reports each of them as a finding instead. Errors
+    # still show.
+    library = logging.getLogger("ghapp_celery")
+    level = library.level
+    library.setLevel(max(level, logging.ERROR))
     try:
         return _run(args)
     except GitHubAppError as exc:  # ConfigurationError, StoreUnavailable, ...
         print(f"ghapp-celery: {_one_line(exc)}", file=sys.stderr)
         return 1
+    finally:
+        library.setLevel(level)
 
 
 def _one_line(exc: GitHubAppError) -> str:
