@@ -244,6 +244,19 @@ class Delivery:
             self.__dict__["_payload_zlib"] = packed  # frozen: not through __setattr__
         return packed
 
+    def header_fields(self) -> dict[str, Any]:
+        """What the headers (and the installation) say of this delivery, by field name: the
+        columns the store records and the fields a task message carries, from one list."""
+        return {
+            "id": self.id,
+            "event": self.event,
+            "action": self.action,
+            "installation_id": self.installation_id,
+            "hook_id": self.hook_id,
+            "target_type": self.target_type,
+            "target_id": self.target_id,
+        }
+
     @property
     def keys(self) -> tuple[str, ...]:
         """Handler keys this delivery matches, in dispatch order: event, event.action."""

@@ -49,13 +49,7 @@ def _error_text(error: str) -> str:
 
 def _delivery_row(delivery: Delivery, state: DeliveryState) -> dict[str, Any]:
     return {
-        "id": delivery.id,
-        "event": delivery.event,
-        "action": delivery.action,
-        "installation_id": delivery.installation_id,
-        "hook_id": delivery.hook_id,
-        "target_type": delivery.target_type,
-        "target_id": delivery.target_id,
+        **delivery.header_fields(),
         "received_at": delivery.received_at,
         "state": state.value,
         "redeliveries": 0,

@@ -72,13 +72,7 @@ def delivery_message(delivery: Delivery) -> dict[str, Any]:
     text, and the worker parses it with the plain C decoder.
     """
     return {
-        "id": delivery.id,
-        "event": delivery.event,
-        "action": delivery.action,
-        "installation_id": delivery.installation_id,
-        "hook_id": delivery.hook_id,
-        "target_type": delivery.target_type,
-        "target_id": delivery.target_id,
+        **delivery.header_fields(),
         "payload_zlib": base64.b64encode(delivery.payload_zlib).decode("ascii"),
     }
 
