@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 
+from ..observability import metrics
 from ..routing import HandlerSpec
 from ..webhooks import Delivery
 from .celery_app import queue_of
-from .handlers import delivery_message
+from .handlers import RECORDED_AT_HEADER, delivery_message
 
 if TYPE_CHECKING:
     from ..store import DeliveryStore, RunPlan, RunRecord
@@ -63,6 +64,12 @@ class CeleryScheduler:
         }
         published: list[str] = []
         for run in runs:
+            # For the worker's queue-wait metric: a header, not an argument, so the handler's
+            # signature and Flower's view of it stay as they are.
+            if run.created_at is not None:
+                options["headers"] = {RECORDED_AT_HEADER: run.created_at.timestamp()}
+            else:
+                options.pop("headers", None)
             try:
                 task = self.celery.tasks.get(run.task_name)
                 if task is not None:
@@ -96,6 +103,7 @@ class CeleryScheduler:
                 )
                 break
             published.append(run.id)
+            metrics.run_state(run.task_name, run.queue, "queued")
         return published
 
     def republish(self, runs: Sequence[RunRecord], delivery: Delivery) -> list[str]:
