@@ -28,6 +28,7 @@ from ..compat import STATUS_FUNC_CALLED, STATUS_NO_FUNC_CALLED  # 0.2.7's names,
 from ..config import DEFAULT_BODY_BUDGET_BYTES, Settings
 from ..context import Event, delivery_context
 from ..exceptions import BodyTimeout, GitHubAppError, IntakeBusy, PayloadTooLarge, WebhookError
+from ..observability.logs import log_context
 from ..routing import HandlerRegistry, HandlerSpec
 from ..webhooks import (
     Delivery,
@@ -275,9 +276,16 @@ class WebhookIntake:
                     client.host if client else "?",
                 )
                 return Response(status_code=400)
-            return await self.dispatch(
-                delivery, deadline=deadline, record_handled=policy.record_handled
-            )
+            # From the parse to the answer, every log line (the inline handlers' too, and in
+            # their threads: call() copies this context) names the delivery.
+            with log_context(
+                delivery_id=delivery.id,
+                event=delivery.name,
+                installation_id=delivery.installation_id,
+            ):
+                return await self.dispatch(
+                    delivery, deadline=deadline, record_handled=policy.record_handled
+                )
         finally:
             reservation.release()
 
