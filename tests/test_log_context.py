@@ -111,6 +111,7 @@ def test_a_text_format_names_the_fields_through_the_filter() -> None:
 
 MYAPP = """\
 import logging
+# PREAMBLE
 
 from fastapi import FastAPI
 from ghapp_celery import Event, GitHubApp, GitHubAppError, RetryPolicy
@@ -165,6 +166,21 @@ LOG_CONFIG = {
     },
     "root": {"handlers": ["stderr"], "level": "INFO"},
 }
+
+
+# docs/observability.md's way to take over a worker's logging.
+CELERY_DICTCONFIG = f"""\
+import logging.config
+from celery.signals import setup_logging
+
+@setup_logging.connect
+def configure_logging(**_):
+    logging.config.dictConfig({LOG_CONFIG!r})
+"""
+TEXT_CELERYCONFIG = (
+    'worker_log_format = "TEXT %(levelname)s run=%(run_id)s delivery=%(delivery_id)s '
+    'attempt=%(attempt)s %(message)s"\n'
+)
 
 
 @dataclass
@@ -231,6 +247,9 @@ def test_inline_handlers_lines_name_the_delivery_under_uvicorn_log_config(user: 
     # Lines of no delivery (uvicorn's start-up) carry no delivery fields.
     startup = the_line(lines, "Application startup complete.")
     assert "delivery_id" not in startup
+    # uvicorn's access line goes through the same root handler.
+    (access,) = [x for x in lines if x["logger"] == "uvicorn.access"]
+    assert "POST /webhooks/github/" in access["message"]
     assert MARKER not in output and SECRET not in output
 
 
@@ -266,9 +285,18 @@ def _finished_run(store: DeliveryStore, run_id: str, worker: Served) -> RunRecor
         time.sleep(0.2)
 
 
-@pytest.mark.parametrize("pool", ["threads", "prefork"])
-def test_worker_json_lines_carry_the_run_and_a_retry_is_attempt_2(user: User, pool: str) -> None:
-    user.env["GITHUBAPP_LOG_FORMAT"] = "json"
+@pytest.mark.parametrize(
+    ("pool", "setup"),
+    [("threads", "setting"), ("prefork", "setting"), ("threads", "setup_logging")],
+)
+def test_worker_json_lines_carry_the_run_and_a_retry_is_attempt_2(
+    user: User, pool: str, setup: str
+) -> None:
+    if setup == "setting":
+        user.env["GITHUBAPP_LOG_FORMAT"] = "json"
+    else:  # the user's own dictConfig, through Celery's setup_logging signal
+        app = user.workdir / "myapp.py"
+        app.write_text(app.read_text().replace("# PREAMBLE\n", CELERY_DICTCONFIG))
     worker_args = ("celery", "-A", "myapp:celery", "worker", "-P", pool, "-c", "1")
     with (
         uvicorn(user) as (_, url),
@@ -304,9 +332,32 @@ def test_worker_json_lines_carry_the_run_and_a_retry_is_attempt_2(user: User, po
         x for x in lines if x["message"].startswith(f"Run {run.id} failed (GitHubAppError)")
     ]
     assert retry["attempt"] == 1 and retry["run_id"] == run.id
+    (celery_retry,) = [
+        x for x in lines if x["message"].startswith(f"Task {run.task_name}[{run.id}] retry")
+    ]
+    assert celery_retry["attempt"] == 1 and celery_retry["delivery_id"] == delivery_id
     (succeeded,) = [
         x for x in lines if x["message"].startswith(f"Task {run.task_name}[{run.id}] succeeded")
     ]
     assert succeeded["logger"] == "celery.app.trace"
     assert succeeded["attempt"] == 2 and succeeded["delivery_id"] == delivery_id
     assert MARKER not in output and SECRET not in output
+
+
+def test_a_worker_text_format_names_the_run_fields(user: User) -> None:
+    (user.workdir / "celeryconfig.py").write_text(TEXT_CELERYCONFIG)
+    worker_args = ("celery", "-A", "myapp:celery", "worker", "-P", "threads", "-c", "1")
+    with (
+        uvicorn(user) as (_, url),
+        user.served("worker", *worker_args, "--loglevel", "INFO", "-Q", "github.issues") as worker,
+    ):
+        delivery_id, response = post(url, "issues.opened", installation_id=5)
+        assert response.status_code == 202, response.text
+        (queued,) = response.json()["runs"]
+        worker.wait_for_line(f"[{queued['id']}] succeeded")
+        output = worker.output()
+    run = f"run={queued['id']} delivery={delivery_id}"
+    assert f"TEXT INFO {run} attempt=2 background attempt 2" in output
+    assert f"TEXT INFO {run} attempt=1 background attempt 1" in output
+    # A line of no run names none (the filter sets the attributes on every record).
+    assert "TEXT INFO run=None delivery=None attempt=None" in output
