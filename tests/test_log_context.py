@@ -149,6 +149,12 @@ def in_the_worker(event: Event) -> None:
     log.info("background attempt %d", attempts[key])
     if attempts[key] == 1:
         raise GitHubAppError("GitHub answered 502", status=502)
+
+
+@github_app.on("issues.opened", background=True)
+async def in_the_worker_async(event: Event) -> None:
+    # On the worker's event loop thread: the run's context goes with the coroutine.
+    log.info("async background ran")
 """
 
 LOG_CONFIG = {
@@ -287,7 +293,12 @@ def _finished_run(store: DeliveryStore, run_id: str, worker: Served) -> RunRecor
 
 @pytest.mark.parametrize(
     ("pool", "setup"),
-    [("threads", "setting"), ("prefork", "setting"), ("threads", "setup_logging")],
+    [
+        ("threads", "setting"),
+        ("prefork", "setting"),
+        ("solo", "setting"),
+        ("threads", "setup_logging"),
+    ],
 )
 def test_worker_json_lines_carry_the_run_and_a_retry_is_attempt_2(
     user: User, pool: str, setup: str
@@ -304,10 +315,13 @@ def test_worker_json_lines_carry_the_run_and_a_retry_is_attempt_2(
     ):
         delivery_id, response = post(url, "issues.opened", installation_id=31)
         assert response.status_code == 202, response.text
-        (queued,) = response.json()["runs"]
+        queued = {r["handler"]: r["id"] for r in response.json()["runs"]}
         store = DeliveryStore.from_url(Settings(data_dir=user.workdir / ".ghapp").store_url())
         try:
-            run = _finished_run(store, queued["id"], worker)
+            run = _finished_run(store, queued["github.issues.opened:myapp.in_the_worker"], worker)
+            other = _finished_run(
+                store, queued["github.issues.opened:myapp.in_the_worker_async"], worker
+            )
         finally:
             store.dispose()
         worker.wait_for_line(f"Task {run.task_name}[{run.id}] succeeded")
@@ -327,6 +341,9 @@ def test_worker_json_lines_carry_the_run_and_a_retry_is_attempt_2(
         assert line["logger"] == "myapp.handlers"
         assert {k: line.get(k) for k in common} == common
         assert line["attempt"] == attempt
+    line = the_line(lines, "async background ran")
+    assert (line["run_id"], line["task"], line["attempt"]) == (other.id, other.task_name, 1)
+    assert line["delivery_id"] == delivery_id
     # The package's retry line and Celery's own outcome line belong to the run too.
     (retry,) = [
         x for x in lines if x["message"].startswith(f"Run {run.id} failed (GitHubAppError)")
@@ -353,7 +370,9 @@ def test_a_worker_text_format_names_the_run_fields(user: User) -> None:
     ):
         delivery_id, response = post(url, "issues.opened", installation_id=5)
         assert response.status_code == 202, response.text
-        (queued,) = response.json()["runs"]
+        queued = {r["handler"]: r for r in response.json()["runs"]}[
+            "github.issues.opened:myapp.in_the_worker"
+        ]
         worker.wait_for_line(f"[{queued['id']}] succeeded")
         output = worker.output()
     run = f"run={queued['id']} delivery={delivery_id}"
