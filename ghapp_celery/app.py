@@ -30,7 +30,7 @@ from fastapi import APIRouter, FastAPI, Request
 
 from . import compat
 from ._config_checks import StartupCheck, check_startup
-from ._fallback_log import install_fallback_handler
+from ._fallback_log import FallbackStderrHandler
 from ._lazy import Lazy
 from .config import Settings, as_text, load_env_into, resolve_settings, secret_fields
 from .context import current_delivery, set_current_delivery
@@ -150,7 +150,8 @@ class GitHubApp:
         settings = resolve_settings(self.config, self._overrides, self._base_settings)
         # Before anything logs with these settings: GITHUBAPP_LOG_FORMAT for the package's
         # own handlers (observability/logs.py).
-        apply_log_format(settings.log_format, install_fallback_handler(LOG))
+        fallback = [h for h in LOG.handlers if isinstance(h, FallbackStderrHandler)]
+        apply_log_format(settings.log_format, *fallback)
         return settings
 
     @property
