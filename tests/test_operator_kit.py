@@ -54,6 +54,7 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "ghapp_github_rate_limit_remaining": ("gauge", ("resource",)),
     "ghapp_github_rate_limit_limit": ("gauge", ("resource",)),
     "ghapp_token_mints": ("counter", ()),
+    "ghapp_store_read_ok": ("gauge", ()),
 }
 SUFFIXES = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
 SERIES = frozenset(
