@@ -192,3 +192,54 @@ def test_prometheus_scrapes_the_web_app_and_a_prefork_worker(tmp_path: Path) -> 
             assert after[succeeded] == OPENED
             prom.wait_for('sum(ghapp_runs_total{job="ghapp-worker",state="succeeded"})', OPENED)
             assert "Traceback" not in web.output()
+
+
+@pytest.mark.parametrize("pool", ["threads", "solo"])
+def test_the_worker_endpoint_serves_under_the_threads_and_solo_pools(
+    tmp_path: Path, pool: str
+) -> None:
+    (tmp_path / "myapp.py").write_text(MYAPP)
+    fake = FakeGitHub()
+    fake.add_repo("octo/hello", issues=2)
+    web_port, worker_port = free_port(), free_port()
+    with fake.serve() as github_url:
+        env = clean_env(
+            Path(sys.executable).parent,
+            {
+                "GITHUBAPP_DATA_DIR": str(tmp_path / ".ghapp"),
+                "GITHUBAPP_ID": str(fake.app_id),
+                "GITHUBAPP_PRIVATE_KEY": fake.private_key_pem,
+                "GITHUBAPP_URL": github_url,
+                "GITHUBAPP_WEBHOOK_SECRET": SECRET,
+                "GITHUBAPP_METRICS_ENABLED": "true",
+                "GITHUBAPP_METRICS_WORKER_PORT": str(worker_port),
+                "GITHUBAPP_METRICS_WORKER_HOST": "127.0.0.1",
+            },
+        )
+        web_command = [sys.executable, "-m", "uvicorn", "myapp:app", "--port", str(web_port)]
+        worker_command = [
+            sys.executable, "-m", "celery", "-A", "myapp:celery", "worker", "-P", pool,
+            "-Q", "github.issues", "--without-heartbeat", "--without-gossip",
+            "--without-mingle", "--loglevel=INFO",
+        ]  # fmt: skip
+        with (
+            Served("web", web_command, tmp_path, env) as web,
+            Served("worker", worker_command, tmp_path, env) as worker,
+        ):
+            web.wait_for_line("Application startup complete.")
+            worker.wait_for_line("ready.")
+            client = WebhookClient(f"http://127.0.0.1:{web_port}", SECRET, fake=fake)
+            for number in (1, 2):
+                opened = client.post("issues", {"issue": {"number": number}}, action="opened")
+                assert opened.status_code == 202
+            deadline = time.monotonic() + 60
+            series: dict[str, float] = {}
+            task = "github.issues.opened:myapp.comment"
+            succeeded = f"ghapp_runs_total{{queue=github.issues,state=succeeded,task={task}}}"
+            while series.get(succeeded) != 2 and time.monotonic() < deadline:
+                time.sleep(0.3)
+                series = worker_series(worker_port)
+            assert series.get(succeeded) == 2, sorted(series)
+            assert series["ghapp_token_mints_total{}"] == 1
+            assert series["ghapp_github_requests_total{status_class=2xx}"] == 3
+            assert "ghapp_github_rate_limit_remaining{resource=core}" in series
