@@ -276,6 +276,7 @@ class GitHubApp:
         if app.middleware_stack is None:  # Starlette takes no middleware once serving
             app.add_middleware(StartupCheck, check=lambda: check_startup(self))
         self._mount_status_api(app)
+        self._mount_metrics(app)
         self.oauth_integration.mount(app, self.get_current_user)
         self._install_lifespan(app)
         self._initialized = True
@@ -288,6 +289,18 @@ class GitHubApp:
 
         router = build_status_router(lambda: self.store, token.get_secret_value(), self.replay)
         app.include_router(router, prefix=self.settings.status_prefix.rstrip("/"))
+
+    def _mount_metrics(self, app: FastAPI) -> None:
+        if not self.settings.metrics_enabled:
+            return  # and prometheus_client is never imported
+        from .intake.metrics_route import mount_metrics, store_reading
+
+        def read_store() -> Any:
+            # At scrape time: handlers registered after init_app count too.
+            queues = {self.scheduler.queue(s.task_name) for s in self.registry.background()}
+            return store_reading(self.store, queues)
+
+        mount_metrics(app, self.settings, read_store)
 
     def _warn_about_verification(self) -> None:
         s = self.settings

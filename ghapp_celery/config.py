@@ -142,6 +142,33 @@ class Settings(BaseSettings):
     )
     status_prefix: str = "/webhooks/github/status"
 
+    # -- Metrics (Prometheus; docs/observability.md) -------------------------------------------
+    metrics_enabled: bool = Field(
+        default=False,
+        description="Record Prometheus metrics and serve them (needs the [prometheus] extra).",
+    )
+    metrics_path: str = Field(default="/metrics", description="The web app's scrape path.")
+    metrics_require_token: bool = Field(
+        default=False,
+        description="Ask scrapers for the status API's bearer token (GITHUBAPP_STATUS_TOKEN).",
+    )
+    metrics_worker_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port a Celery worker serves its metrics on (all its pool processes "
+        "summed); no worker endpoint without it.",
+    )
+    metrics_worker_host: str = Field(
+        default="0.0.0.0",  # noqa: S104  (an exporter is scraped from another host)
+        description="Address the worker's metrics endpoint listens on.",
+    )
+    metrics_per_installation: bool = Field(
+        default=False,
+        description="Label the rate-limit gauges by installation too (one series per "
+        "installation and resource).",
+    )
+
     # -- OAuth (user login) --------------------------------------------------------------------
     oauth_client_id: str | None = None
     oauth_client_secret: SecretStr | None = None

@@ -43,7 +43,7 @@ from ghapp_celery.github._client_core import (
 )
 from ghapp_celery.github._client_transport import ShardedAsyncTransport, ShardedTransport
 from ghapp_celery.github.cache import CacheEntry, MemoryCache, ResponseCache, cache_key
-from ghapp_celery.observability import tracing
+from ghapp_celery.observability import metrics, tracing
 
 __all__ = ["REFRESH", "Exchange", "GitHubSession"]
 
@@ -266,6 +266,7 @@ class Exchange:
         """Seconds to back off before the next try, or raise the wrapped error (``from exc``,
         so the httpx failure stays at hand as ``__cause__``)."""
         self._end_span(None, error=type(exc).__name__)
+        metrics.github_request(None)
         retry = self.session.retry
         allowed = (
             self.retry_override
@@ -288,6 +289,11 @@ class Exchange:
         status = response.status_code
         limit = s.tracker.update(self.identity, response.headers, self.resource)
         self._end_span(status, limit, from_cache=status == 304 and entry is not None)
+        if metrics.enabled():
+            metrics.github_request(status)
+            if limit is not None:
+                resource = limit.resource or self.resource
+                metrics.github_rate_limit(resource, limit.remaining, limit.limit, self.identity)
         if status == 304 and entry is not None:
             s.tracker.record_success(self.identity)
             data = decode_answer(entry.body, entry.content_type)

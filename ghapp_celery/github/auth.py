@@ -32,7 +32,7 @@ from ghapp_celery.github import _app_calls, registry
 from ghapp_celery.github._app_calls import RateLimitWaits, no_rate_limit_waits
 from ghapp_celery.github._client_core import GitHubResponse
 from ghapp_celery.github.tokens import InstallationAuthorization
-from ghapp_celery.observability import tracing
+from ghapp_celery.observability import metrics, tracing
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
@@ -210,12 +210,14 @@ class GitHubAppAuth:
     def _authorization(response: GitHubResponse) -> InstallationAuthorization:
         try:
             data = response.data
-            return InstallationAuthorization(data["token"], data.get("expires_at"))
+            minted = InstallationAuthorization(data["token"], data.get("expires_at"))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise GitHubAppError(
                 "GitHub sent an installation token answer that could not be read",
                 status=response.status,
             ) from exc
+        metrics.token_minted()
+        return minted
 
     def get_access_token(
         self, installation_id: int, user_id: int | None = None

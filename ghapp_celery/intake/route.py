@@ -28,7 +28,7 @@ from ..compat import STATUS_FUNC_CALLED, STATUS_NO_FUNC_CALLED  # 0.2.7's names,
 from ..config import DEFAULT_BODY_BUDGET_BYTES, Settings
 from ..context import Event, delivery_context
 from ..exceptions import BodyTimeout, GitHubAppError, IntakeBusy, PayloadTooLarge, WebhookError
-from ..observability import tracing
+from ..observability import metrics, tracing
 from ..routing import HandlerRegistry, HandlerSpec
 from ..webhooks import (
     Delivery,
@@ -261,8 +261,11 @@ class WebhookIntake:
     async def answer(self, request: Request) -> Response:
         """Receive, dispatch and answer one request (``__call__`` without its span)."""
         policy = self._policy()
-        deadline = asyncio.get_running_loop().time() + policy.deadline
+        started = asyncio.get_running_loop().time()
+        deadline = started + policy.deadline
         reservation = _Reservation(self.body_budget, policy)
+        delivery: Delivery | None = None
+        response: Response | None = None  # None: an error escaped, and the server answers 500
         try:
             try:
                 delivery = await self.receive(
@@ -270,9 +273,10 @@ class WebhookIntake:
                 )
             except WebhookError as exc:
                 LOG.info("Refused webhook delivery: %s (%s)", exc.code, exc.message)
-                return error_response(
+                response = error_response(
                     exc.http_status, exc.code, exc.message, retry_after=exc.retry_after
                 )
+                return response
             except ClientDisconnect:
                 # Nobody is left to answer (the server drops the response), and the client
                 # need not be authenticated: one line, no traceback, so it cannot fill the log.
@@ -281,12 +285,22 @@ class WebhookIntake:
                     "Webhook client %s went away before sending its whole body",
                     client.host if client else "?",
                 )
-                return Response(status_code=400)
-            return await self.dispatch(
+                response = Response(status_code=400)
+                return response
+            response = await self.dispatch(
                 delivery, deadline=deadline, record_handled=policy.record_handled
             )
+            return response
         finally:
             reservation.release()
+            if metrics.enabled():
+                # The event only once the signature verified: a label from an unsigned
+                # request would let anyone create series.
+                metrics.webhook_answered(
+                    delivery.event if delivery is not None else None,
+                    500 if response is None else response.status_code,
+                    asyncio.get_running_loop().time() - started,
+                )
 
     async def receive(
         self,

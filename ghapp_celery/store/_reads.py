@@ -14,7 +14,7 @@ from .errors import DeliveryNotFound
 from .models import deliveries, runs
 from .records import DeliveryRecord, Page, RunRecord, RunState
 
-__all__ = ["count_runs", "delivery", "list_deliveries", "payload", "run"]
+__all__ = ["count_dead", "count_runs", "delivery", "list_deliveries", "payload", "run", "waiting"]
 
 MAX_PAGE = 500
 # Everything but the payload, which a listing never needs and which can be megabytes.
@@ -111,3 +111,26 @@ def count_runs(conn: Connection) -> dict[str, int]:
     for state, number in conn.execute(stmt):
         counts[state] = int(number)
     return counts
+
+
+_WAITING = (
+    select(runs.c.queue, func.count(), func.min(runs.c.created_at))
+    .where(runs.c.state.in_((RunState.RECEIVED.value, RunState.QUEUED.value)))
+    .group_by(runs.c.queue)
+)
+_DEAD = select(func.count()).select_from(runs).where(runs.c.state == RunState.DEAD.value)
+
+
+def waiting(conn: Connection) -> dict[str, tuple[int, datetime]]:
+    """Per queue: the runs received or queued but not started, and the oldest's creation.
+
+    Both read the (state, updated_at) index: the cost grows with the waiting runs, not with
+    the history of finished ones."""
+    found: dict[str, tuple[int, datetime]] = {}
+    for queue, number, oldest in conn.execute(_WAITING):
+        found[str(queue)] = (int(number), oldest)  # min() keeps the column's UTC type
+    return found
+
+
+def count_dead(conn: Connection) -> int:
+    return int(conn.execute(_DEAD).scalar_one())

@@ -360,6 +360,17 @@ class DeliveryStore(Database):
         with self._tx(write=False) as conn:
             return _reads.count_runs(conn)
 
+    def waiting_runs(self) -> dict[str, tuple[int, datetime]]:
+        """Per queue, the runs waiting to start (received or queued) and the oldest one's
+        creation time: the queue gauges of the metrics, the same on every broker."""
+        with self._tx(write=False) as conn:
+            return _reads.waiting(conn)
+
+    def dead_runs(self) -> int:
+        """How many runs are dead now."""
+        with self._tx(write=False) as conn:
+            return _reads.count_dead(conn)
+
     def purge(self, *, older_than: datetime) -> int:
         """Delete deliveries received before ``older_than`` whose runs all succeeded.
 

@@ -27,10 +27,11 @@ from celery import Celery, Task
 from ..context import Event, delivery_context
 from ..exceptions import GitHubRateLimitError
 from ..github.auth import no_rate_limit_waits
-from ..observability import tracing
+from ..observability import metrics, tracing
 from ..policy import Outcome, classify
 from ..routing import HandlerSpec
 from ..webhooks import Delivery
+from .celery_app import queue_of
 from .lease import lease_keeper
 from .loop import run_handler, worker_loop
 from .outcome import write_through_outage
@@ -129,6 +130,7 @@ def _ensure_github_session(auth: GitHubAppAuth) -> None:
 def register_handler_task(celery: Celery, services: AppServices, spec: HandlerSpec) -> Task:
     """Register ``spec``'s Celery task on ``celery`` and return it."""
     policy = spec.retry
+    queue = queue_of(celery, spec.task_name)  # the metrics' label, as the scheduler's
 
     @celery.task(  # type: ignore[untyped-decorator]
         name=spec.task_name,
@@ -160,6 +162,9 @@ def register_handler_task(celery: Celery, services: AppServices, spec: HandlerSp
             # Already done, or running in a live worker: this message is a duplicate.
             LOG.info("Run %s of %s is not claimable; skipping duplicate", run_id, spec.task_name)
             return {"run": run_id, "skipped": True}
+        if metrics.enabled():
+            metrics.run_state(spec.task_name, queue, "started")
+            _observe_queue_wait(self, queue)
         parsed = delivery_from_message(delivery)
         auth = services.auth
         if spec.is_async:
@@ -174,6 +179,7 @@ def register_handler_task(celery: Celery, services: AppServices, spec: HandlerSp
                 with delivery_context(parsed), no_rate_limit_waits():
                     run_handler(spec.func, *args, timeout=timeout)
             except Exception as exc:
+                metrics.run_finished(spec.task_name, time.monotonic() - started)
                 _after_failure(self, store, spec, run_id, delivery, rate_limited, exc, within)
                 raise
             write_through_outage(
@@ -182,6 +188,9 @@ def register_handler_task(celery: Celery, services: AppServices, spec: HandlerSp
                 run_id=run_id,
                 within=within,
             )
+        if metrics.enabled():
+            metrics.run_finished(spec.task_name, time.monotonic() - started)
+            metrics.run_state(spec.task_name, queue, "succeeded")
         LOG.info(
             "Run %s (%s, delivery %s) succeeded in %.1f ms",
             run_id,
@@ -192,6 +201,21 @@ def register_handler_task(celery: Celery, services: AppServices, spec: HandlerSp
         return {"run": run_id, "state": "succeeded"}
 
     return run
+
+
+#: The message header with the run's recorded time (epoch seconds), set by the scheduler.
+RECORDED_AT_HEADER = "ghapp_recorded_at"
+
+
+def _observe_queue_wait(task: Task, queue: str) -> None:
+    """Recorded to started, for a run's first start (a retry's wait is its countdown)."""
+    if task.request.retries:
+        return
+    recorded = task.request.get(RECORDED_AT_HEADER)
+    if isinstance(recorded, (int, float)):
+        # Wall clocks of two hosts (web, worker): as good as their NTP, which is what a
+        # queue wait of seconds to minutes needs.
+        metrics.run_queue_wait(queue, time.time() - float(recorded))
 
 
 def _after_failure(
@@ -208,9 +232,11 @@ def _after_failure(
 
     Each record is written through a store outage of up to ``within`` seconds."""
     policy = spec.retry
+    queue = queue_of(task.app, spec.task_name)
 
-    def record(what: str, write: Callable[[], bool]) -> None:
+    def record(what: str, state: str, write: Callable[[], bool]) -> None:
         write_through_outage(write, what=what, run_id=run_id, within=within)
+        metrics.run_state(spec.task_name, queue, state)
 
     outcome = classify(exc, policy)
     retries = int(task.request.retries or 0)
@@ -222,7 +248,11 @@ def _after_failure(
         wait = exc.retry_after if exc.retry_after is not None else 60.0
         countdown = max(1.0, min(float(wait), policy.max_rate_limit_wait))
         retry_at = _now() + timedelta(seconds=countdown)
-        record("a rate-limit wait", lambda: store.mark_retrying(run_id, summary, retry_at=retry_at))
+        record(
+            "a rate-limit wait",
+            "retrying",
+            lambda: store.mark_retrying(run_id, summary, retry_at=retry_at),
+        )
         LOG.warning("Run %s rate limited; retrying in %.0f s", run_id, countdown)
         # A rate-limit wait must not use up the error retries: allow exactly one more retry
         # than Celery has counted, and carry our own count in the message.
@@ -237,7 +267,9 @@ def _after_failure(
     if outcome is Outcome.RETRY and error_retries < policy.max_retries:
         countdown = policy.backoff(error_retries)
         retry_at = _now() + timedelta(seconds=countdown)
-        record("a retry", lambda: store.mark_retrying(run_id, summary, retry_at=retry_at))
+        record(
+            "a retry", "retrying", lambda: store.mark_retrying(run_id, summary, retry_at=retry_at)
+        )
         LOG.warning(
             "Run %s failed (%s); retry %d/%d in %.1f s",
             run_id,
@@ -259,10 +291,10 @@ def _after_failure(
     # No traceback here: the exception is re-raised, and Celery logs it with its traceback
     # ("Task ...[<run id>] raised unexpected"); logging it here too printed it twice.
     if outcome is Outcome.FAIL:
-        record("the failure", lambda: store.mark_failed(run_id, summary))
+        record("the failure", "failed", lambda: store.mark_failed(run_id, summary))
         tracing.set_outcome("failed")
         LOG.error("Run %s failed permanently: %s", run_id, summary)
     else:
-        record("the death", lambda: store.mark_dead(run_id, summary))
+        record("the death", "dead", lambda: store.mark_dead(run_id, summary))
         tracing.set_outcome("dead")
         LOG.error("Run %s is dead after %d retries: %s", run_id, retries, summary)

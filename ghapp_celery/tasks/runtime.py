@@ -91,6 +91,7 @@ class BackgroundRuntime:
         from .handlers import register_handler_task
         from .loop import install_signal_handlers
         from .sweeper import register_sweep_task
+        from .worker_metrics import connect_worker_metrics
 
         settings = self.settings
         celery = make_celery(self.registry, settings)
@@ -100,6 +101,8 @@ class BackgroundRuntime:
         install_signal_handlers(celery)
         if self._check_startup is not None:
             connect_startup_check(celery, self._check_startup)
+        # After the start-up check: a worker that will not start opens no port.
+        connect_worker_metrics(celery, lambda: self.settings)
         return celery
 
     def _create_scheduler(self) -> CeleryScheduler:

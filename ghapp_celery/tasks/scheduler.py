@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 
-from ..observability import tracing
+from ..observability import metrics, tracing
 from ..routing import HandlerSpec
 from ..webhooks import Delivery
 from .celery_app import queue_of
-from .handlers import delivery_message
+from .handlers import RECORDED_AT_HEADER, delivery_message
 
 if TYPE_CHECKING:
     from ..store import DeliveryStore, RunPlan, RunRecord
@@ -64,13 +64,20 @@ class CeleryScheduler:
         }
         published: list[str] = []
         for run in runs:
+            # For the worker's queue-wait metric: a header, not an argument, so the handler's
+            # signature and Flower's view of it stay as they are.
+            if run.created_at is not None:
+                options["headers"] = {RECORDED_AT_HEADER: run.created_at.timestamp()}
+            else:
+                options.pop("headers", None)
             try:
                 if tracing.enabled:
                     # The trace context travels in the message headers, and only it.
                     with tracing.publish_span(
                         delivery.id, run.id, run.task_name, run.queue
                     ) as headers:
-                        self._send(run, message, producer, {**options, "headers": headers})
+                        traced = {**options, "headers": {**options.get("headers", {}), **headers}}
+                        self._send(run, message, producer, traced)
                 else:
                     self._send(run, message, producer, options)
             except Exception:
@@ -82,6 +89,7 @@ class CeleryScheduler:
                 )
                 break
             published.append(run.id)
+            metrics.run_state(run.task_name, run.queue, "queued")
         return published
 
     def _send(

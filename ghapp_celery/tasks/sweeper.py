@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..observability import metrics
 from ..routing import DEFAULT_QUEUE
 from .celery_app import is_sqlite_broker, sqlite_broker_path
 from .scheduler import CeleryScheduler
@@ -52,6 +53,10 @@ class SweepReport:
         }
 
 
+#: ghapp_sweeper_republished_total's reason, by the state the run was due in.
+_REASONS = {"received": "unpublished", "queued": "not_started"}  # started/retrying: lease
+
+
 def cleanup_sqlite_broker(url: str) -> int:
     """Delete messages the embedded broker already handed out (kombu marks them invisible)."""
     path = sqlite_broker_path(url)
@@ -76,6 +81,14 @@ def sweep(scheduler: CeleryScheduler, settings: Settings, *, limit: int = 500) -
     )
     published = set(scheduler.republish_stored(due))
     report.republished = [run.id for run in due if run.id in published]
+    if metrics.enabled():
+        reasons: dict[str, int] = {}
+        for run in due:
+            if run.id in published:
+                reason = _REASONS.get(run.state.value, "lease_expired")
+                reasons[reason] = reasons.get(reason, 0) + 1
+        for reason, count in reasons.items():
+            metrics.sweeper_republished(reason, count)
     report.failed = [run.id for run in due if run.id not in published]
     broker = scheduler.celery.conf.broker_url
     if is_sqlite_broker(broker):
