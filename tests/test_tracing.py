@@ -16,6 +16,7 @@ import textwrap
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -208,48 +209,120 @@ def test_a_retry_is_a_new_run_span_in_the_same_trace(
     assert {r.parent_id for r in runs} == {publish.span_id}
 
 
-def test_without_otel_variables_nothing_of_the_sdk_is_imported(tmp_path: Path) -> None:
-    script = textwrap.dedent(
-        """
-        import json, sys
-        from starlette.testclient import TestClient
-        from ghapp_celery.webhooks import signed_request
-        from ghapp_celery.observability import tracing
-        from tests import bgapp
-        from tests.payloads import load_payload
+PING = """
+from starlette.testclient import TestClient
+from ghapp_celery.webhooks import signed_request
+from tests import bgapp
 
-        payload = load_payload("issues/opened.json")
-        payload["action"] = "opened"
-        with TestClient(bgapp.github_app.web) as client:
-            for event, body in (("ping", {"zen": "z", "hook_id": 1}), ("issues", payload)):
-                data, headers = signed_request(event, body, secret="s")
-                answer = client.post("/webhooks/github/", content=data, headers=headers)
-                assert answer.status_code in (200, 202), answer.text
-        loaded = sorted(m for m in sys.modules if m.startswith("opentelemetry"))
-        print(json.dumps({"enabled": tracing.enabled, "modules": loaded}))
-        """
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "FASTAPI_OTEL"))}
-    env.update(
-        GITHUBAPP_DATA_DIR=str(tmp_path / "data"),
+def ping() -> None:
+    with TestClient(bgapp.github_app.web) as client:  # with its lifespan, as uvicorn runs it
+        data, headers = signed_request("ping", {"zen": "z", "hook_id": 9}, secret="s")
+        headers = {k: v for k, v in headers.items() if k.lower() != "x-github-hook-id"}
+        headers["X-GitHub-Hook-ID"] = "9"
+        answer = client.post("/webhooks/github/", content=data, headers=headers)
+        assert answer.status_code == 200, answer.text
+"""
+
+
+def run_script(tmp: Path, script: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``PING + script`` in a fresh interpreter without any OTEL variable of this
+    process, plus ``env``; returns the JSON object its last line prints."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "FASTAPI_OTEL"))}
+    clean.update(
+        GITHUBAPP_DATA_DIR=str(tmp / "data"),
         GITHUBAPP_WEBHOOK_SECRET="s",
         PYTHONPATH=str(REPO_ROOT),
-        CELERY_BROKER_URL=sqlite_broker_url(tmp_path / "broker.sqlite"),
+        CELERY_BROKER_URL=sqlite_broker_url(tmp / "broker.sqlite"),
+        **(env or {}),
     )
     done = subprocess.run(
-        [sys.executable, "-c", script],
+        [sys.executable, "-c", PING + textwrap.dedent(script)],
         cwd=REPO_ROOT,
-        env=env,
+        env=clean,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_a_provider_the_user_installed_is_used_and_left_alone(tmp_path: Path) -> None:
+    result = run_script(
+        tmp_path,
+        """
+        import json
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+        ping()
+        spans = exporter.get_finished_spans()
+        webhook = [dict(s.attributes or {}) for s in spans if s.name.startswith("github.webhook")]
+        print(json.dumps({"same": trace.get_tracer_provider() is provider, "webhook": webhook}))
+        """,
+    )
+    assert result["same"] is True
+    (webhook,) = result["webhook"]
+    assert webhook["github.event"] == "ping"
+    assert webhook["github.hook.id"] == "9"  # X-GitHub-Hook-ID, as the header says it
+    assert webhook["http.response.status_code"] == 200
+
+
+def test_fastapi_auto_configure_and_ours_export_each_span_once(
+    tmp_path: Path, receiver: OtlpReceiver
+) -> None:
+    env = {
+        **otel_env(receiver),
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "FASTAPI_OTEL_AUTO_CONFIGURE": "true",
+    }
+    result = run_script(
+        tmp_path,
+        """
+        import json
+        from opentelemetry import trace
+        ping()
+        print(json.dumps({"provider": type(trace.get_tracer_provider()).__module__}))
+        """,
+        env,
+    )
+    assert result["provider"].startswith("opentelemetry.sdk")
+    spans = receiver.wait_for(lambda got: any(s.name.startswith("github.webhook") for s in got))
+    names = sorted(s.name for s in spans)
+    assert names.count("github.webhook ping") == 1, names
+    assert len([s for s in spans if s.kind == SERVER]) == 1, names
+
+
+def test_without_otel_variables_nothing_of_the_sdk_is_imported(tmp_path: Path) -> None:
+    result = run_script(
+        tmp_path,
+        """
+        import json, sys
+        from ghapp_celery.observability import tracing
+        from tests.payloads import load_payload
+
+        ping()
+        payload = load_payload("issues/opened.json")  # a background delivery: store, publish
+        with TestClient(bgapp.github_app.web) as client:
+            data, headers = signed_request("issues", payload, secret="s")
+            answer = client.post("/webhooks/github/", content=data, headers=headers)
+            assert answer.status_code == 202, answer.text
+        loaded = sorted(m for m in sys.modules if m.startswith("opentelemetry"))
+        print(json.dumps({"enabled": tracing.enabled, "modules": loaded}))
+        """,
+    )
     assert result["enabled"] is False
     assert result["modules"], "FastAPI imports the OpenTelemetry API: the check looks there"
-    assert not [
+    heavy = [
         m
         for m in result["modules"]
         if m.startswith(("opentelemetry.sdk", "opentelemetry.exporter"))
     ]
+    assert not heavy
