@@ -27,44 +27,27 @@ import contextvars
 import logging
 import os
 import re
-import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from functools import wraps
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
+from ._otel_provider import configured_by_env, installed_provider, sdk_provider
+
 if TYPE_CHECKING:
     from opentelemetry.context import Context
     from opentelemetry.trace import Span, Tracer, TracerProvider
 
-__all__ = [
-    "enable",
-    "enabled",
-    "flush",
-    "setup",
-]
+__all__ = ["enable", "enabled", "flush", "setup"]
 
 LOG = logging.getLogger("ghapp_celery.observability")
-
 T = TypeVar("T")
 R = TypeVar("R")
 
 TRACER_NAME = "ghapp_celery"
 #: The message headers the trace context travels in (W3C trace context).
 TRACE_HEADERS = ("traceparent", "tracestate")
-
-
-def configured_by_env(env: Mapping[str, str] = os.environ) -> bool:
-    """Whether the standard OTEL_* variables ask for traces to be exported."""
-    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return False
-    exporter = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
-    if exporter:
-        return exporter != "none"
-    return bool(
-        env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    )
 
 
 #: Read before every span: False means nothing here is called and nothing is imported.
@@ -78,23 +61,11 @@ _explicit = False  # enable() was called: the choice is the user's
 _given: Any = None  # the provider enable() was given
 
 
-def _installed_provider() -> Any:
-    """The global provider when someone installed a real one, else None. Looks only when the
-    API is imported already (FastAPI imports it), so it never imports it itself."""
-    api = sys.modules.get("opentelemetry.trace")
-    if api is None:
-        return None
-    provider = api.get_tracer_provider()
-    if type(provider).__name__ in ("ProxyTracerProvider", "NoOpTracerProvider"):
-        return None
-    return provider
-
-
 def setup(role: str = "app") -> bool:
     """Decide for this process (the web app's start-up, a worker process's init): use the
     provider installed, or install one from the OTEL_* variables. Returns ``enabled``."""
     global enabled
-    if not (enabled or _explicit) and _installed_provider() is None:
+    if not (enabled or _explicit) and installed_provider() is None:
         return False  # the common case: nothing configured, nothing imported
     enabled = True
     _ensure(role)
@@ -125,9 +96,9 @@ def _install(role: str) -> None:
     global _tracer, _provider, _pid
     from opentelemetry import trace
 
-    provider = _given or _installed_provider()
+    provider = _given or installed_provider()
     if provider is None and configured_by_env():
-        provider = _sdk_provider(role)
+        provider = sdk_provider(role)
         trace.set_tracer_provider(provider)
         if trace.get_tracer_provider() is not provider:  # another part won the race: use its
             provider.shutdown()
@@ -136,41 +107,6 @@ def _install(role: str) -> None:
         provider = trace.get_tracer_provider()  # the proxy: spans follow a provider set later
     _provider, _pid = provider, os.getpid()
     _tracer = provider.get_tracer(TRACER_NAME)
-
-
-def _sdk_provider(role: str) -> Any:
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import (
-        BatchSpanProcessor,
-        ConsoleSpanExporter,
-        SimpleSpanProcessor,
-    )
-
-    env = os.environ
-    named = env.get("OTEL_SERVICE_NAME") or "service.name" in env.get(
-        "OTEL_RESOURCE_ATTRIBUTES", ""
-    )
-    # The SDK reads OTEL_TRACES_SAMPLER(_ARG) and OTEL_BSP_* itself, the exporter the endpoint.
-    provider = TracerProvider(
-        resource=Resource.create({} if named else {"service.name": f"ghapp-celery-{role}"})
-    )
-    names = env.get("OTEL_TRACES_EXPORTER", "otlp").lower().split(",")
-    for name in filter(None, (n.strip() for n in names)):
-        if name == "otlp":
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-            protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get(
-                "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
-            )
-            if protocol != "http/protobuf":
-                LOG.warning("OTLP protocol %s is not supported; exporting http/protobuf", protocol)
-            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-        elif name == "console":
-            provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
-        else:
-            LOG.warning("OTEL_TRACES_EXPORTER=%s is not supported here; install your own", name)
-    return provider
 
 
 def flush(timeout_millis: int = 10_000) -> None:
