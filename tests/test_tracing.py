@@ -224,9 +224,9 @@ def ping() -> None:
 """
 
 
-def run_script(tmp: Path, script: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+def run_script(tmp: Path, script: str, env: dict[str, str] | None = None) -> Any:
     """Run ``PING + script`` in a fresh interpreter without any OTEL variable of this
-    process, plus ``env``; returns the JSON object its last line prints."""
+    process, plus ``env``; returns the JSON value its last line prints."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "FASTAPI_OTEL"))}
     clean.update(
         GITHUBAPP_DATA_DIR=str(tmp / "data"),
@@ -244,8 +244,7 @@ def run_script(tmp: Path, script: str, env: dict[str, str] | None = None) -> dic
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_a_provider_the_user_installed_is_used_and_left_alone(tmp_path: Path) -> None:
@@ -273,6 +272,33 @@ def test_a_provider_the_user_installed_is_used_and_left_alone(tmp_path: Path) ->
     assert webhook["github.event"] == "ping"
     assert webhook["github.hook.id"] == "9"  # X-GitHub-Hook-ID, as the header says it
     assert webhook["http.response.status_code"] == 200
+
+
+def test_with_fastapis_own_span_off_the_webhook_span_is_the_server_span(tmp_path: Path) -> None:
+    result = run_script(
+        tmp_path,
+        """
+        import json
+        from fastapi import FastAPI
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        from ghapp_celery import GitHubApp
+
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+        web = FastAPI(telemetry={"tracing": False})
+        GitHubApp(web).on("ping")(lambda: "pong")
+        bgapp.github_app.web = web  # ping() posts to this app
+        ping()
+        spans = exporter.get_finished_spans()
+        print(json.dumps([(s.name, s.kind.name, s.parent is None) for s in spans]))
+        """,
+    )
+    assert result == [["github.webhook ping", "SERVER", True]]
 
 
 def test_fastapi_auto_configure_and_ours_export_each_span_once(
