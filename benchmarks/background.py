@@ -331,6 +331,8 @@ class Throughput:
     drain_seconds: float = 0.0
     rss: list[tuple[str, float]] = field(default_factory=list)
     pss: list[tuple[str, float]] = field(default_factory=list)
+    #: More environment for the web process and the workers (benchmarks/observability.py).
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def e2e_rate(self) -> float:
@@ -353,7 +355,7 @@ def throughput(t: Throughput, tmp: Path, warmup: int, key_file: Path | None = No
         if key_file is not None:
             github = stack.enter_context(fake_github(key_file, pids))
             extra = {"GITHUBAPP_URL": github, "GITHUBAPP_PRIVATE_KEY_PATH": str(key_file)}
-        env = environment(data, broker, t.handler, **extra)
+        env = environment(data, broker, t.handler, **extra, **t.env)
         store = store_of(env)
         store.upgrade()
         url = stack.enter_context(web_server(env, pids))

@@ -30,6 +30,7 @@ from fastapi import APIRouter, FastAPI, Request
 
 from . import compat
 from ._config_checks import StartupCheck, check_startup
+from ._fallback_log import FallbackStderrHandler
 from ._lazy import Lazy
 from .config import Settings, as_text, load_env_into, resolve_settings, secret_fields
 from .context import current_delivery, set_current_delivery
@@ -39,6 +40,7 @@ from .github.credentials import AppCredentials
 from .github.ratelimit import is_rate_limited, rate_limit_info, retry_delay
 from .intake import IntakePolicy, WebhookIntake, webhook_router
 from .observability import tracing
+from .observability.logs import apply_log_format
 from .policy import RetryPolicy
 from .routing import HandlerRegistry
 from .webhooks import Delivery, parse_delivery
@@ -146,7 +148,12 @@ class GitHubApp:
         return self._settings.get()
 
     def _resolve_settings(self) -> Settings:
-        return resolve_settings(self.config, self._overrides, self._base_settings)
+        settings = resolve_settings(self.config, self._overrides, self._base_settings)
+        # Before anything logs with these settings: GITHUBAPP_LOG_FORMAT for the package's
+        # own handlers (observability/logs.py).
+        fallback = [h for h in LOG.handlers if isinstance(h, FallbackStderrHandler)]
+        apply_log_format(settings.log_format, *fallback)
+        return settings
 
     @property
     def id(self) -> int | str | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -137,6 +137,11 @@ class Settings(BaseSettings):
         default=False,
         description="Send Celery task events (Flower, celery events); costs publishes per task.",
     )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="'json': the log handlers the package installs (stderr fallback, Celery's "
+        "worker) write one JSON object per line, with the delivery and run fields.",
+    )
     status_token: SecretStr | None = Field(
         default=None, description="Bearer token for the status API; the API is off without it."
     )
@@ -177,6 +182,11 @@ class Settings(BaseSettings):
     oauth_scopes: Annotated[list[str] | None, NoDecode] = None
     oauth_routes_prefix: str = "/auth/github"
     enable_oauth: bool | None = None
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("webhook_secret_previous", "oauth_scopes", mode="before")
     @classmethod

@@ -27,8 +27,17 @@ from ghapp_celery.exceptions import ConfigurationError, GitHubAppError
 from ghapp_celery.observability import metrics
 from ghapp_celery.testing import AppFactory, Deliveries, FakeGitHub, background_worker
 from ghapp_celery.testing import serve_webhooks as serve_app
+from tests.test_operator_kit import METRICS as OPERATOR_KIT_METRICS
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def families(url: str) -> set[str]:
+    text = httpx.get(url, timeout=10).text
+    # prometheus-client's text format adds a "<name>_created" gauge family per counter and
+    # histogram (unless PROMETHEUS_DISABLE_CREATED_SERIES is set): not series of ours.
+    names = {f.name for f in text_string_to_metric_families(text)}
+    return {n for n in names if n.startswith("ghapp_") and not n.endswith("_created")}
 
 
 def scrape(url: str, headers: dict[str, str] | None = None) -> Samples:
@@ -122,7 +131,10 @@ def test_the_scrape_counts_answers_runs_and_github_calls(
         for posted in sent:
             deliveries.wait(posted.delivery_id)
         samples = scrape(client.url.replace("/webhooks/github/", "/metrics"))
+        exported = families(client.url.replace("/webhooks/github/", "/metrics"))
 
+    # What the operator kit's rules and dashboard may name is exactly what the app exports.
+    assert exported == set(OPERATOR_KIT_METRICS)
     deliveries_total = "ghapp_webhook_deliveries_total"
     assert value(samples, deliveries_total, event="issues", code="202") == 5
     assert value(samples, deliveries_total, event="ping", code="200") == 1

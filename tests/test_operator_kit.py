@@ -22,11 +22,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from tests._prometheus import prometheus_server
 from tests._redis import free_port
 from tests.conftest import require_binary
 
@@ -54,6 +54,7 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "ghapp_github_rate_limit_remaining": ("gauge", ("resource",)),
     "ghapp_github_rate_limit_limit": ("gauge", ("resource",)),
     "ghapp_token_mints": ("counter", ()),
+    "ghapp_store_read_ok": ("gauge", ()),
 }
 SUFFIXES = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
 SERIES = frozenset(
@@ -336,17 +337,10 @@ def exported_series(port: int) -> Iterator[None]:
         thread.join(timeout=5)
 
 
-def _get(url: str) -> Any:
-    answer = httpx.get(url, timeout=5)
-    answer.raise_for_status()
-    return answer.json()
-
-
 # Prometheus starts in about a second; the rules need two or three evaluations at 1 s.
 @pytest.mark.timeout(90)
 def test_a_real_prometheus_loads_the_rules_and_the_right_alerts_go_pending(tmp_path: Path) -> None:
-    binary = require_binary("prometheus")
-    app_port, closed_port, web_port = free_port(), free_port(), free_port()
+    app_port, closed_port = free_port(), free_port()
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(ALERTS)],
@@ -359,53 +353,33 @@ def test_a_real_prometheus_loads_the_rules_and_the_right_alerts_go_pending(tmp_p
             },
         ],
     }
-    (tmp_path / "prometheus.yml").write_text(json.dumps(config))
-    base = f"http://127.0.0.1:{web_port}"
-    log = tmp_path / "prometheus.log"
-    with exported_series(app_port), log.open("w") as log_file:
-        proc = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={tmp_path / 'prometheus.yml'}",
-                f"--storage.tsdb.path={tmp_path / 'data'}",
-                f"--web.listen-address=127.0.0.1:{web_port}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=log_file,
-        )
-        try:
-            expected = {
-                ("GhappDeadRuns", ""),
-                ("GhappQueueStalled", "default"),
-                ("GhappGitHubRateLimitLow", "core"),
-                ("GhappTargetDown", "ghapp-worker"),
+    with exported_series(app_port), prometheus_server(tmp_path, config) as prom:
+        expected = {
+            ("GhappDeadRuns", ""),
+            ("GhappQueueStalled", "default"),
+            ("GhappGitHubRateLimitLow", "core"),
+            ("GhappTargetDown", "ghapp-worker"),
+        }
+        active: set[tuple[str, str]] = set()
+        alerts: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 60
+        while active != expected and time.monotonic() < deadline:
+            time.sleep(0.5)
+            alerts = prom.get("/api/v1/alerts")["alerts"]
+            active = {
+                (
+                    alert["labels"]["alertname"],
+                    alert["labels"].get("queue")
+                    or alert["labels"].get("resource")
+                    or alert["labels"].get("job", ""),
+                )
+                for alert in alerts
             }
-            active: set[tuple[str, str]] = set()
-            deadline = time.monotonic() + 60
-            while active != expected and time.monotonic() < deadline:
-                time.sleep(0.5)
-                assert proc.poll() is None, log.read_text()
-                try:
-                    alerts = _get(f"{base}/api/v1/alerts")["data"]["alerts"]
-                except httpx.TransportError:
-                    continue
-                active = {
-                    (
-                        alert["labels"]["alertname"],
-                        alert["labels"].get("queue")
-                        or alert["labels"].get("resource")
-                        or alert["labels"].get("job", ""),
-                    )
-                    for alert in alerts
-                }
-            # Pending, not firing: each alert's `for` is minutes. No traffic: no 5xx or ack alert.
-            assert active == expected
-            assert {alert["state"] for alert in alerts} == {"pending"}
-            groups = _get(f"{base}/api/v1/rules")["data"]["groups"]
-            assert [group["name"] for group in groups] == ["ghapp"]
-            rules = groups[0]["rules"]
-            assert {rule["name"] for rule in rules} == {rule["alert"] for rule in alert_rules()}
-            assert {rule["health"] for rule in rules} == {"ok"}, rules
-        finally:
-            proc.terminate()
-            proc.wait(timeout=15)
+        # Pending, not firing: each alert's `for` is minutes. No traffic: no 5xx or ack alert.
+        assert active == expected
+        assert {alert["state"] for alert in alerts} == {"pending"}
+        groups = prom.get("/api/v1/rules")["groups"]
+        assert [group["name"] for group in groups] == ["ghapp"]
+        rules = groups[0]["rules"]
+        assert {rule["name"] for rule in rules} == {rule["alert"] for rule in alert_rules()}
+        assert {rule["health"] for rule in rules} == {"ok"}, rules

@@ -29,6 +29,7 @@ from ..config import DEFAULT_BODY_BUDGET_BYTES, Settings
 from ..context import Event, delivery_context
 from ..exceptions import BodyTimeout, GitHubAppError, IntakeBusy, PayloadTooLarge, WebhookError
 from ..observability import metrics, tracing
+from ..observability.logs import log_context
 from ..routing import HandlerRegistry, HandlerSpec
 from ..webhooks import (
     Delivery,
@@ -287,9 +288,16 @@ class WebhookIntake:
                 )
                 response = Response(status_code=400)
                 return response
-            response = await self.dispatch(
-                delivery, deadline=deadline, record_handled=policy.record_handled
-            )
+            # From the parse to the answer, every log line (the inline handlers' too, and in
+            # their threads: call() copies this context) names the delivery.
+            with log_context(
+                delivery_id=delivery.id,
+                event=delivery.name,
+                installation_id=delivery.installation_id,
+            ):
+                response = await self.dispatch(
+                    delivery, deadline=deadline, record_handled=policy.record_handled
+                )
             return response
         finally:
             reservation.release()

@@ -28,6 +28,7 @@ from ..context import Event, delivery_context
 from ..exceptions import GitHubRateLimitError
 from ..github.auth import no_rate_limit_waits
 from ..observability import metrics, tracing
+from ..observability.logs import bind_celery_task_context
 from ..policy import Outcome, classify
 from ..routing import HandlerSpec
 from ..webhooks import Delivery
@@ -100,6 +101,22 @@ def delivery_from_message(message: dict[str, Any]) -> Delivery:
     )
 
 
+def run_log_fields(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """What a run's log lines carry (observability/logs.py), from its message's header fields
+    only: the payload is not decoded for it, and no token is in a message."""
+    message = kwargs.get("delivery", args[1] if len(args) > 1 else None)
+    message = message if isinstance(message, dict) else {}
+    event, action = message.get("event"), message.get("action")
+    return {
+        "run_id": task.request.id,
+        "task": task.name,
+        "attempt": int(task.request.retries or 0) + 1,
+        "delivery_id": message.get("id"),
+        "event": f"{event}.{action}" if event and action else event,
+        "installation_id": message.get("installation_id"),
+    }
+
+
 def error_summary(exc: BaseException) -> str:
     """``Type: message``, bounded, for the run's ``last_error`` (the store is not public)."""
     text = f"{type(exc).__name__}: {exc}"
@@ -131,6 +148,7 @@ def register_handler_task(celery: Celery, services: AppServices, spec: HandlerSp
     """Register ``spec``'s Celery task on ``celery`` and return it."""
     policy = spec.retry
     queue = queue_of(celery, spec.task_name)  # the metrics' label, as the scheduler's
+    bind_celery_task_context(celery, run_log_fields)  # once per Celery app
 
     @celery.task(  # type: ignore[untyped-decorator]
         name=spec.task_name,

@@ -27,6 +27,12 @@ def _start(settings: Settings) -> None:
     # The directory first: prometheus-client decides at the first metric whether values go
     # to files, and the pool children inherit what the main process decided.
     path = prepare_multiprocess_dir() if port is not None else None
+    if path is not None:
+        # The app's module may have enabled them already (GitHubApp(FastAPI()) at import runs
+        # init_app in the worker too), with values in this process's memory: the labelled
+        # series would go to the files and the unlabelled ones, made at once, would not.
+        # Made again here, every series goes to the files.
+        metrics.disable()
     try:
         metrics.enable(per_installation=settings.metrics_per_installation)
     except ModuleNotFoundError:
