@@ -39,6 +39,7 @@ from .github.auth import GitHubAppAuth, InstallationAuthorization
 from .github.credentials import AppCredentials
 from .github.ratelimit import is_rate_limited, rate_limit_info, retry_delay
 from .intake import IntakePolicy, WebhookIntake, webhook_router
+from .observability import tracing
 from .observability.logs import apply_log_format
 from .policy import RetryPolicy
 from .routing import HandlerRegistry
@@ -323,6 +324,7 @@ class GitHubApp:
 
         @asynccontextmanager
         async def lifespan(asgi_app: Any) -> AsyncIterator[Any]:
+            tracing.setup("web")  # uses a provider installed by now (FastAPI's, the user's)
             async with existing(asgi_app) as state:
                 try:
                     yield state
@@ -338,6 +340,8 @@ class GitHubApp:
         if intake is not None:
             # Off the event loop: closing writes the handled deliveries still queued.
             await asyncio.to_thread(intake.close)
+        if tracing.enabled:  # the batched spans would be lost with the process
+            await asyncio.to_thread(tracing.flush)
         await self.credentials.aclose()
 
     # -- handlers ----------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import httpx
@@ -43,7 +43,7 @@ from ghapp_celery.github._client_core import (
 )
 from ghapp_celery.github._client_transport import ShardedAsyncTransport, ShardedTransport
 from ghapp_celery.github.cache import CacheEntry, MemoryCache, ResponseCache, cache_key
-from ghapp_celery.observability import metrics
+from ghapp_celery.observability import metrics, tracing
 
 __all__ = ["REFRESH", "Exchange", "GitHubSession"]
 
@@ -216,6 +216,7 @@ class Exchange:
         self.key = cache_key(self.method, url, self.accept, identity) if self.use_cache else None
         self.attempt = 0
         self.refreshed = False
+        self.span: Any = None  # the open span of the try in flight (tracing on)
         self.waited = 0.0
         # True: retry 5xx and transport failures whatever the method (a GraphQL query is a POST
         # but safe to repeat); False: never retry; None: decide by the method.
@@ -242,6 +243,9 @@ class Exchange:
 
     def prepare(self, authorization: str, entry: CacheEntry | None) -> Prepared:
         s = self.session
+        if tracing.enabled:  # a span per try, ended by after_response/after_transport_error
+            self._end_span(None, error="abandoned")
+            self.span = tracing.start_github_call(self.method, self.url, self.attempt)
         headers = {
             "Accept": MEDIA_TYPE,
             "User-Agent": s.user_agent,
@@ -261,6 +265,7 @@ class Exchange:
     def after_transport_error(self, exc: httpx.TransportError) -> float:
         """Seconds to back off before the next try, or raise the wrapped error (``from exc``,
         so the httpx failure stays at hand as ``__cause__``)."""
+        self._end_span(None, error=type(exc).__name__)
         metrics.github_request(None)
         retry = self.session.retry
         allowed = (
@@ -283,6 +288,7 @@ class Exchange:
         s = self.session
         status = response.status_code
         limit = s.tracker.update(self.identity, response.headers, self.resource)
+        self._end_span(status, limit, from_cache=status == 304 and entry is not None)
         if metrics.enabled():
             metrics.github_request(status)
             if limit is not None:
@@ -336,6 +342,11 @@ class Exchange:
             self.attempt += 1
             return delay
         raise error
+
+    def _end_span(self, status: int | None, limit: Any = None, **kw: Any) -> None:
+        if self.span is not None:
+            span, self.span = self.span, None
+            tracing.end_github_call(span, status, limit, **kw)
 
     def _refresh_ok(self, secret: str) -> bool:
         return self.refused is not None and self.refused(secret)

@@ -32,7 +32,7 @@ from ghapp_celery.github import _app_calls, registry
 from ghapp_celery.github._app_calls import RateLimitWaits, no_rate_limit_waits
 from ghapp_celery.github._client_core import GitHubResponse
 from ghapp_celery.github.tokens import InstallationAuthorization
-from ghapp_celery.observability import metrics
+from ghapp_celery.observability import metrics, tracing
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
@@ -242,12 +242,15 @@ class GitHubAppAuth:
             return auth
 
     def _mint(self, installation_id: int, user_id: int | None) -> InstallationAuthorization:
-        response = self._send("POST", self._token_path(installation_id), self._body(user_id))
+        with tracing.span("github.token_mint", {"github.installation.id": installation_id}):
+            response = self._send("POST", self._token_path(installation_id), self._body(user_id))
         return self._authorization(response)
 
     async def _amint(self, installation_id: int, user_id: int | None) -> InstallationAuthorization:
         path = self._token_path(installation_id)
-        return self._authorization(await self._asend("POST", path, self._body(user_id)))
+        with tracing.span("github.token_mint", {"github.installation.id": installation_id}):
+            response = await self._asend("POST", path, self._body(user_id))
+        return self._authorization(response)
 
     async def aget_access_token(
         self, installation_id: int, user_id: int | None = None

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from ..exceptions import ScheduleTimeout
+from ..observability import tracing
 from ..routing import HandlerSpec
 from ..webhooks import Delivery
 
@@ -31,8 +32,10 @@ MAX_BATCH = 128
 
 # What scheduling one delivery gives back: its recorded runs and the run ids published.
 Scheduled = tuple[Sequence[Any], Sequence[str]]
+# The last element is the request's trace context (None when tracing is off): the store write
+# and the publish happen on a scheduler thread but belong to the request's trace.
 _Item = tuple[
-    Delivery, Sequence[HandlerSpec], asyncio.AbstractEventLoop, "asyncio.Future[Scheduled]"
+    Delivery, Sequence[HandlerSpec], asyncio.AbstractEventLoop, "asyncio.Future[Scheduled]", Any
 ]
 
 
@@ -72,7 +75,8 @@ class ScheduleBatcher:
             self._start()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Scheduled] = loop.create_future()
-        self._queue.put((delivery, specs, loop, future))
+        trace = tracing.current_context() if tracing.enabled else None
+        self._queue.put((delivery, specs, loop, future, trace))
         if timeout is None:
             return await future
         # On timeout the await is cancelled and so is the future: a thread that has not
@@ -131,8 +135,13 @@ class ScheduleBatcher:
             return
         fatal: BaseException | None = None
         try:
+            parents = [(d.id, t) for d, _, _, _, t in batch if t is not None]
             outcomes: list[Scheduled | Exception] = list(
-                self._scheduler().record_and_publish_many([(d, s) for d, s, _, _ in batch])
+                tracing.with_parents(
+                    parents,
+                    self._scheduler().record_and_publish_many,
+                    [(d, s) for d, s, _, _, _ in batch],
+                )
             )
         except Exception as exc:  # nothing of the batch is known to be recorded
             outcomes = [exc] * len(batch)
@@ -140,7 +149,7 @@ class ScheduleBatcher:
             fatal = exc
             outcomes = [RuntimeError("the scheduler thread stopped")] * len(batch)
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Scheduled | Exception]]] = {}
-        for (_, _, loop, future), outcome in zip(batch, outcomes, strict=True):
+        for (_, _, loop, future, _), outcome in zip(batch, outcomes, strict=True):
             by_loop.setdefault(loop, []).append((future, outcome))
         for loop, settled in by_loop.items():
             # A loop that has closed raises RuntimeError: nobody waits for those answers.

@@ -28,7 +28,7 @@ from ..compat import STATUS_FUNC_CALLED, STATUS_NO_FUNC_CALLED  # 0.2.7's names,
 from ..config import DEFAULT_BODY_BUDGET_BYTES, Settings
 from ..context import Event, delivery_context
 from ..exceptions import BodyTimeout, GitHubAppError, IntakeBusy, PayloadTooLarge, WebhookError
-from ..observability import metrics
+from ..observability import metrics, tracing
 from ..observability.logs import log_context
 from ..routing import HandlerRegistry, HandlerSpec
 from ..webhooks import (
@@ -255,6 +255,12 @@ class WebhookIntake:
         return self._executor
 
     async def __call__(self, request: Request) -> Response:
+        if tracing.enabled:  # one module global read when tracing is off
+            return await tracing.traced_webhook(self.answer, request)
+        return await self.answer(request)
+
+    async def answer(self, request: Request) -> Response:
+        """Receive, dispatch and answer one request (``__call__`` without its span)."""
         policy = self._policy()
         started = asyncio.get_running_loop().time()
         deadline = started + policy.deadline
@@ -345,6 +351,8 @@ class WebhookIntake:
         answer is 503 ``store_timeout`` (inline handlers are not bounded: they are yours).
         ``record_handled``: a delivery without background runs is queued for the store once
         its inline handlers ran (handled.py); the answer does not wait for it."""
+        if tracing.enabled:
+            tracing.annotate_delivery(delivery)
         specs = self.registry.match(delivery.event, delivery.action)
         if not specs:
             self._record_handled(delivery, ok=True, wanted=record_handled)

@@ -214,6 +214,7 @@ def make_celery(
     # The user's routes (celeryconfig task_routes) come first, so they can move any handler.
     celery.conf.task_routes = [*routes, _registry_router(registry)]
     declare_queues(celery, registry)
+    connect_tracing_signals()
     return celery
 
 
@@ -286,3 +287,39 @@ def connect_startup_check(celery: Celery, check: Callable[[], None]) -> None:
     signals.celeryd_init.connect(
         on_worker_start, weak=False, dispatch_uid=f"ghapp_celery.startup.{id(celery)}"
     )
+
+
+def connect_tracing_signals() -> None:
+    """Set tracing up in each worker process and flush its batched spans when it ends.
+
+    Prefork: in the child, after the fork (``worker_process_init``), so the exporter's thread
+    lives in the process that makes the spans; threads and solo: in the worker itself
+    (``worker_init``). Shutdown: ``worker_process_shutdown`` in a prefork child (which leaves
+    by ``os._exit``, past atexit), ``worker_shutdown`` in the main process. Process-wide and
+    idempotent (``dispatch_uid``); with tracing off each handler returns at once.
+    """
+    from celery import signals
+
+    from ..observability import tracing
+
+    def on_init(sender: Any = None, **_: Any) -> None:
+        pool = getattr(sender, "pool_cls", None)
+        name = (pool.__module__ if isinstance(pool, type) else str(pool or "prefork")).lower()
+        if "prefork" not in name and "processes" not in name:
+            tracing.setup("worker")
+
+    def on_process_init(**_: Any) -> None:
+        tracing.setup("worker")
+
+    def on_shutdown(**_: Any) -> None:
+        tracing.flush()
+
+    uid = "ghapp_celery.tracing"
+    signals.worker_init.connect(on_init, weak=False, dispatch_uid=f"{uid}.init")
+    signals.worker_process_init.connect(
+        on_process_init, weak=False, dispatch_uid=f"{uid}.process_init"
+    )
+    signals.worker_process_shutdown.connect(
+        on_shutdown, weak=False, dispatch_uid=f"{uid}.process_shutdown"
+    )
+    signals.worker_shutdown.connect(on_shutdown, weak=False, dispatch_uid=f"{uid}.shutdown")

@@ -27,7 +27,7 @@ from celery import Celery, Task
 from ..context import Event, delivery_context
 from ..exceptions import GitHubRateLimitError
 from ..github.auth import no_rate_limit_waits
-from ..observability import metrics
+from ..observability import metrics, tracing
 from ..observability.logs import bind_celery_task_context
 from ..policy import Outcome, classify
 from ..routing import HandlerSpec
@@ -161,6 +161,7 @@ def register_handler_task(celery: Celery, services: AppServices, spec: HandlerSp
         ignore_result=True,
         **policy.celery_options(),
     )
+    @tracing.traced_run(spec.task_name)  # a span per run when tracing is on
     def run(
         self: Task, run_id: str, delivery: dict[str, Any], rate_limited: int = 0
     ) -> dict[str, Any]:
@@ -309,7 +310,9 @@ def _after_failure(
     # ("Task ...[<run id>] raised unexpected"); logging it here too printed it twice.
     if outcome is Outcome.FAIL:
         record("the failure", "failed", lambda: store.mark_failed(run_id, summary))
+        tracing.set_outcome("failed")
         LOG.error("Run %s failed permanently: %s", run_id, summary)
     else:
         record("the death", "dead", lambda: store.mark_dead(run_id, summary))
+        tracing.set_outcome("dead")
         LOG.error("Run %s is dead after %d retries: %s", run_id, retries, summary)

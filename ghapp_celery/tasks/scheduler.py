@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 
-from ..observability import metrics
+from ..observability import metrics, tracing
 from ..routing import HandlerSpec
 from ..webhooks import Delivery
 from .celery_app import queue_of
@@ -71,29 +71,15 @@ class CeleryScheduler:
             else:
                 options.pop("headers", None)
             try:
-                task = self.celery.tasks.get(run.task_name)
-                if task is not None:
-                    # Through the task, so task_always_eager (a user's tests) runs it here.
-                    task.apply_async(
-                        args=(run.id,),
-                        argsrepr=repr((run.id,)),
-                        kwargs={"delivery": message},
-                        task_id=run.id,
-                        queue=run.queue,
-                        producer=producer,
-                        **options,
-                    )
-                else:  # a process that knows the name only (e.g. a sweeper elsewhere)
-                    self.celery.send_task(
-                        run.task_name,
-                        args=(run.id,),
-                        argsrepr=repr((run.id,)),
-                        kwargs={"delivery": message},
-                        task_id=run.id,
-                        queue=run.queue,
-                        producer=producer,
-                        **options,
-                    )
+                if tracing.enabled:
+                    # The trace context travels in the message headers, and only it.
+                    with tracing.publish_span(
+                        delivery.id, run.id, run.task_name, run.queue
+                    ) as headers:
+                        traced = {**options, "headers": {**options.get("headers", {}), **headers}}
+                        self._send(run, message, producer, traced)
+                else:
+                    self._send(run, message, producer, options)
             except Exception:
                 LOG.warning(
                     "Could not publish run %s of delivery %s; the sweeper will retry",
@@ -105,6 +91,33 @@ class CeleryScheduler:
             published.append(run.id)
             metrics.run_state(run.task_name, run.queue, "queued")
         return published
+
+    def _send(
+        self, run: RunRecord, message: dict[str, Any], producer: Any, options: dict[str, Any]
+    ) -> None:
+        task = self.celery.tasks.get(run.task_name)
+        if task is not None:
+            # Through the task, so task_always_eager (a user's tests) runs it here.
+            task.apply_async(
+                args=(run.id,),
+                argsrepr=repr((run.id,)),
+                kwargs={"delivery": message},
+                task_id=run.id,
+                queue=run.queue,
+                producer=producer,
+                **options,
+            )
+        else:  # a process that knows the name only (e.g. a sweeper elsewhere)
+            self.celery.send_task(
+                run.task_name,
+                args=(run.id,),
+                argsrepr=repr((run.id,)),
+                kwargs={"delivery": message},
+                task_id=run.id,
+                queue=run.queue,
+                producer=producer,
+                **options,
+            )
 
     def republish(self, runs: Sequence[RunRecord], delivery: Delivery) -> list[str]:
         """Publish runs the store holds as received or expired (sweeper, replay), then mark
@@ -144,9 +157,12 @@ class CeleryScheduler:
         exception recording it raised (StoreUnavailable: the intake answers 503). Raises
         StoreUnavailable when the database itself failed.
         """
-        recorded = self.store.record_many(
-            [(delivery, self.plans(specs)) for delivery, specs in batch], queued=True
-        )
+        plans = [(delivery, self.plans(specs)) for delivery, specs in batch]
+        if tracing.enabled:
+            with tracing.store_span(len(batch)):
+                recorded = self.store.record_many(plans, queued=True)
+        else:
+            recorded = self.store.record_many(plans, queued=True)
         published: dict[int, list[str]] = {}
         try:
             with self.celery.producer_or_acquire() as producer, producer.batch():
