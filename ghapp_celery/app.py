@@ -40,6 +40,7 @@ from .github.credentials import AppCredentials
 from .github.ratelimit import is_rate_limited, rate_limit_info, retry_delay
 from .intake import IntakePolicy, WebhookIntake, webhook_router
 from .observability import tracing
+from .observability.fastapi_spans import leave_webhook_to_ours
 from .observability.logs import apply_log_format
 from .policy import RetryPolicy
 from .routing import HandlerRegistry
@@ -280,6 +281,7 @@ class GitHubApp:
         self._policy.reset()
         self._warn_about_verification()
         app.include_router(self.router)
+        leave_webhook_to_ours(app, self.settings.webhook_path)  # one server span per delivery
         if app.middleware_stack is None:  # Starlette takes no middleware once serving
             app.add_middleware(StartupCheck, check=lambda: check_startup(self))
         self._mount_status_api(app)
