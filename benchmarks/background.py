@@ -240,6 +240,8 @@ def environment(data_dir: Path, broker: str | None, handler: str, **extra: str) 
         "GITHUBAPP_DATA_DIR": str(data_dir),
         "GITHUBAPP_WEBHOOK_SECRET": SECRET,
         "GITHUBAPP_ID": str(APP_ID),
+        # No GitHub calls without FakeGitHub, but the start-up check wants whole credentials.
+        "GITHUBAPP_PRIVATE_KEY_PATH": str(app_key(data_dir.parent)),
         "BGBENCH_HANDLER": handler,
         **extra,
     }
@@ -341,6 +343,16 @@ class Throughput:
     @property
     def drain_rate(self) -> float:
         return self.deliveries / self.drain_seconds
+
+
+def app_key(tmp: Path) -> Path:
+    """A private key for the app's credentials, made once per run."""
+    path = tmp / "bench-app.pem"
+    if not path.exists():
+        from ghapp_celery.testing import make_private_key
+
+        path.write_text(make_private_key())
+    return path
 
 
 def throughput(t: Throughput, tmp: Path, warmup: int, key_file: Path | None = None) -> Throughput:

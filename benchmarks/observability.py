@@ -171,6 +171,47 @@ def intake_rounds(
     return results
 
 
+DRIVER = ROOT / "benchmarks" / "obs_asgi_driver.py"
+
+
+def in_process_rounds(
+    servers: list[Server], workdir: Path, rounds: int, requests: int
+) -> dict[str, list[float]]:
+    """Per mode, the app's microseconds per delivery driven in process (obs_asgi_driver.py),
+    one fresh process per mode and round, in alternating order."""
+    found: dict[str, list[float]] = {s.name: [] for s in servers}
+    for n in range(rounds):
+        for server in servers if n % 2 == 0 else servers[::-1]:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("GITHUBAPP_")}
+            env |= {"GITHUBAPP_DATA_DIR": str(workdir / f"driver-{server.name}-{n}")}
+            env |= dict(server.env)
+            out = subprocess.run(
+                [str(server.python), str(DRIVER), str(requests), "1"],
+                env=env,
+                cwd=workdir,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            found[server.name].append(float(out.split()[-1]))
+            print(f"in process, round {n + 1} {server.name:<16} {found[server.name][-1]:7.1f} us")
+    return found
+
+
+def in_process_table(results: dict[str, list[float]]) -> str:
+    rows = ["| in process (no server) | µs per delivery | vs reference |", "|---|---:|---:|"]
+    reference = {"before": None, "off": "before", "metrics": "off", "metrics+tracing": "off"}
+    for name, values in results.items():
+        ref = reference[name]
+        vs = (
+            "reference"
+            if ref is None
+            else f"{ratio(list(zip(values, results[ref], strict=True)))} of {ref}"
+        )
+        rows.append(f"| {name} | {statistics.median(values):,.0f} | {vs} |")
+    return "\n".join(rows)
+
+
 def intake_table(results: dict[str, list[tuple[float, float]]]) -> str:
     rows = ["| intake | req/s | server CPU ms/delivery | req/s vs reference | CPU vs reference |"]
     rows.append("|---|---:|---:|---:|---:|")
@@ -262,6 +303,9 @@ def main() -> int:
                 urls = [stack.enter_context(running(s, tmp, 0.0, pids)) for s in servers]
                 measured = list(zip(servers, urls, pids, strict=True))
                 intake = intake_rounds(measured, rounds, requests, concurrency)
+            in_process = in_process_rounds(
+                servers, tmp, 3 if args.quick else 9, 1000 if args.quick else 3000
+            )
             exports_intake = len(marks.read_text())
             assert exports_intake > 0, "the tracing server exported no spans: tracing was off"
             worker_runs: dict[str, list[Throughput]] = {
@@ -286,7 +330,7 @@ def main() -> int:
                         )
                         worker_runs[name].append(throughput(t, tmp, 100 if args.quick else 300))
     elapsed = time.monotonic() - started
-    text = intake_table(intake)
+    text = intake_table(intake) + "\n\n" + in_process_table(in_process)
     if worker_runs["off"]:
         text += "\n\n" + worker_table(worker_runs)
     print("\n" + text + f"\n\n({elapsed:.0f} s; {exports_intake} OTLP exports from the intake)")
@@ -314,7 +358,10 @@ is this version with nothing configured; `metrics` sets `GITHUBAPP_METRICS_ENABL
 `metrics+tracing` adds OpenTelemetry through the standard variables, every trace sampled and
 exported over OTLP/HTTP to a local sink. The background path: uvicorn, Redis and a
 `celery worker -P threads -c 8` with a no-op background handler, the three modes of this
-version in alternating rounds. Ratios are medians of back-to-back pairs (range in brackets)."""
+version in alternating rounds. "In process" drives the same app straight through ASGI in
+one fresh process per mode and round (`benchmarks/obs_asgi_driver.py`, no server, no
+socket): the app's own cost, which the shared machine disturbs much less. Ratios are medians
+of back-to-back pairs (range in brackets)."""
 
 
 if __name__ == "__main__":
