@@ -238,12 +238,9 @@ def publish_span(
     }
     links, extra = origin or ((), {})
     attributes.update(extra)
+    kind = SpanKind.PRODUCER
     with _ensure().start_as_current_span(
-        f"publish {task}",
-        context=parent,
-        kind=SpanKind.PRODUCER,
-        attributes=attributes,
-        links=links,
+        f"publish {task}", context=parent, kind=kind, attributes=attributes, links=links
     ) as span:
         carrier: dict[str, str] = {}
         propagate.inject(carrier, context=trace.set_span_in_context(span))
