@@ -33,6 +33,8 @@ class ReceivedSpan:
     service: str | None
     attributes: dict[str, Any] = field(default_factory=dict)
     links: tuple[str, ...] = ()  # the span ids linked to
+    linked: tuple[tuple[str, str], ...] = ()  # (trace id, span id) of each link
+    link_attributes: tuple[dict[str, Any], ...] = ()  # each link's attributes, in order
 
 
 def _value(value: AnyValue) -> Any:
@@ -96,6 +98,13 @@ class OtlpReceiver:
                             service=service,
                             attributes={a.key: _value(a.value) for a in span.attributes},
                             links=tuple(link.span_id.hex() for link in span.links),
+                            linked=tuple(
+                                (link.trace_id.hex(), link.span_id.hex()) for link in span.links
+                            ),
+                            link_attributes=tuple(
+                                {a.key: _value(a.value) for a in link.attributes}
+                                for link in span.links
+                            ),
                         )
                     )
         with self._lock:

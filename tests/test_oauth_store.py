@@ -115,7 +115,7 @@ def test_shares_the_delivery_stores_database_and_migrations(tmp_path: Path) -> N
     url = f"sqlite:///{tmp_path}/shared.sqlite"
     deliveries = DeliveryStore(url)
     deliveries.upgrade()
-    assert deliveries.current_revision() == head_revision() == "0003"
+    assert deliveries.current_revision() == head_revision() == "0004"
     oauth = OAuthStore(url)
     _save(oauth)
     assert oauth.get_tokens("s1") is not None

@@ -16,9 +16,10 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+from ..observability import trace_links, tracing
 from ..webhooks import Delivery
 
 __all__ = ["HandledRecorder", "HandledStore"]
@@ -44,7 +45,11 @@ _PAUSE = threading.Event()  # never set: its wait() is a sleep nobody patches
 class HandledStore(Protocol):
     """The store's side (DeliveryStore.record_handled)."""
 
-    def record_handled(self, items: Sequence[tuple[Delivery, bool]]) -> None: ...
+    def record_handled(
+        self,
+        items: Sequence[tuple[Delivery, bool]],
+        trace_parents: Mapping[str, str] | None = None,
+    ) -> None: ...
 
 
 class HandledRecorder:
@@ -57,7 +62,8 @@ class HandledRecorder:
 
     def _reset(self) -> None:
         self._pid = os.getpid()
-        self._queue: queue.Queue[tuple[Delivery, bool]] = queue.Queue(MAX_PENDING)
+        # The last element: the request's traceparent (tracing on), kept with the delivery.
+        self._queue: queue.Queue[tuple[Delivery, bool, str | None]] = queue.Queue(MAX_PENDING)
         self._thread: threading.Thread | None = None
 
     def submit(self, delivery: Delivery, ok: bool) -> None:
@@ -67,7 +73,8 @@ class HandledRecorder:
         if self._thread is None:
             self._start()
         try:
-            self._queue.put_nowait((delivery, ok))
+            trace = trace_links.traceparent() if tracing.enabled else None
+            self._queue.put_nowait((delivery, ok, trace))
         except queue.Full:
             LOG.warning(
                 "Delivery %s (%s) was handled but not recorded: %d deliveries already wait "
@@ -119,9 +126,11 @@ class HandledRecorder:
             if stop:
                 return
 
-    def _write(self, batch: list[tuple[Delivery, bool]]) -> None:
+    def _write(self, batch: list[tuple[Delivery, bool, str | None]]) -> None:
+        items = [(d, ok) for d, ok, _ in batch]
+        traces = {d.id: t for d, _, t in batch if t} if tracing.enabled else None
         try:
-            self._store().record_handled(batch)
+            self._store().record_handled(items, traces)
         except Exception as exc:
             # The deliveries were answered and handled already; only their record is lost.
             # No traceback: the store's errors say what failed (StoreUnavailable), and one

@@ -219,8 +219,11 @@ def store_span(deliveries: int) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def publish_span(delivery_id: str, run_id: str, task: str, queue: str) -> Iterator[dict[str, str]]:
-    """The publish of one run's message; yields the headers that carry its trace context."""
+def publish_span(
+    delivery_id: str, run_id: str, task: str, queue: str, origin: Any = None
+) -> Iterator[dict[str, str]]:
+    """The publish of one run's message (``origin``: a republish's links and attributes, from
+    trace_links.republished); yields the headers that carry its trace context."""
     from opentelemetry import propagate, trace
     from opentelemetry.trace import SpanKind
 
@@ -233,10 +236,11 @@ def publish_span(delivery_id: str, run_id: str, task: str, queue: str) -> Iterat
         "ghapp.run.id": run_id,
         "github.delivery.id": delivery_id,
     }
-    tracer = _ensure()
-    name = f"publish {task}"
-    with tracer.start_as_current_span(
-        name, context=parent, kind=SpanKind.PRODUCER, attributes=attributes
+    links, extra = origin or ((), {})
+    attributes.update(extra)
+    kind = SpanKind.PRODUCER
+    with _ensure().start_as_current_span(
+        f"publish {task}", context=parent, kind=kind, attributes=attributes, links=links
     ) as span:
         carrier: dict[str, str] = {}
         propagate.inject(carrier, context=trace.set_span_in_context(span))

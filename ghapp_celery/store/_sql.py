@@ -159,19 +159,21 @@ def dialect_insert(dialect: str) -> Callable[..., Any]:
 
 
 @functools.cache
-def upsert_delivery(dialect: str) -> Insert:
-    """INSERT the delivery, or count a redelivery; RETURNING redeliveries (0 means new).
+def upsert_delivery(dialect: str, traced: bool = False) -> Insert:
+    """INSERT the delivery, or count a redelivery; RETURNING redeliveries (0 means new) and,
+    when ``traced``, the trace_parent stored (the first delivery's: an update never sets it).
 
     Built once per dialect and executed with the row as parameters: building it per call
     cost more than the commit (SQLAlchemy coerces and keys every value of ``.values()``).
     """
+    returned = (deliveries.c.redeliveries, deliveries.c.trace_parent)
     statement: Insert = (
         dialect_insert(dialect)(deliveries)
         .on_conflict_do_update(
             index_elements=[deliveries.c.id],
             set_={"redeliveries": deliveries.c.redeliveries + 1},
         )
-        .returning(deliveries.c.redeliveries)
+        .returning(*returned[: 2 if traced else 1])
     )
     return statement
 
@@ -228,6 +230,7 @@ def delivery_from_row(
         received_at=row.received_at,
         state=row.state,
         redeliveries=row.redeliveries,
+        trace_parent=row.trace_parent,
         payload=decompress_payload(row.payload) if with_payload else None,
         runs=tuple(run_records),
     )

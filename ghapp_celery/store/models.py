@@ -84,6 +84,9 @@ deliveries = Table(
     Column("redeliveries", Integer, nullable=False, default=0),
     # zlib-compressed JSON: payloads reach 25 MB and compress 5-10x.
     Column("payload", LargeBinary, nullable=False),
+    # The W3C traceparent of the delivery's first webhook span (tracing on, else NULL): what
+    # a redelivery's, a replay's or a sweep's spans link to (migration 0004).
+    Column("trace_parent", String(64)),
     Index("ix_ghapp_deliveries_received", "received_at", "id"),
     Index("ix_ghapp_deliveries_event_received", "event", "received_at"),
     Index("ix_ghapp_deliveries_installation_received", "installation_id", "received_at"),

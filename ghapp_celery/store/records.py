@@ -139,6 +139,8 @@ class DeliveryRecord:
     redeliveries: int
     payload: dict[str, Any] | None
     runs: tuple[RunRecord, ...]
+    #: The W3C traceparent of the delivery's first webhook span; None unless traced.
+    trace_parent: str | None = None
 
     def view(self, now: datetime) -> dict[str, Any]:
         """The delivery as the status API and the CLI show it: its fields, each run's

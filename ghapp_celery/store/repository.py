@@ -47,8 +47,10 @@ def _error_text(error: str) -> str:
     return error if len(error) <= MAX_ERROR_CHARS else "…" + error[-MAX_ERROR_CHARS:]
 
 
-def _delivery_row(delivery: Delivery, state: DeliveryState) -> dict[str, Any]:
-    return {
+def _delivery_row(
+    delivery: Delivery, state: DeliveryState, trace_parents: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    row = {
         **delivery.header_fields(),
         "received_at": delivery.received_at,
         "state": state.value,
@@ -56,6 +58,9 @@ def _delivery_row(delivery: Delivery, state: DeliveryState) -> dict[str, Any]:
         # Compressed once per delivery: the task message carries the same bytes.
         "payload": delivery.payload_zlib,
     }
+    if trace_parents is not None:  # tracing on; else the column is left out (NULL)
+        row["trace_parent"] = trace_parents.get(delivery.id)
+    return row
 
 
 class DeliveryStore(Database):
@@ -101,6 +106,8 @@ class DeliveryStore(Database):
         *,
         now: datetime | None = None,
         queued: bool = False,
+        trace_parents: Mapping[str, str] | None = None,
+        originals: dict[str, str] | None = None,
     ) -> list[list[RunRecord] | Exception]:
         """``record`` for several deliveries in one transaction (one commit for all).
 
@@ -108,9 +115,15 @@ class DeliveryStore(Database):
         it alone raised (a batch that cannot commit is retried one delivery at a time, so
         one bad delivery does not fail the others). When the database itself failed
         (unreachable, locked), StoreUnavailable is raised for the whole batch instead.
+
+        Tracing (both None when it is off): ``trace_parents`` gives each delivery's
+        traceparent, stored with a new delivery; into ``originals`` go, for each redelivery,
+        the traceparent its first delivery stored (for its span's link).
         """
         at = _utc(now)
-        recorders = [self._recorder(d, plans, at, queued) for d, plans in items]
+        recorders = [
+            self._recorder(d, plans, at, queued, trace_parents, originals) for d, plans in items
+        ]
         if not recorders:
             return []
         # In delivery-id order: on PostgreSQL two processes' batches then take the rows'
@@ -136,18 +149,23 @@ class DeliveryStore(Database):
                 answers.append(exc)
         return answers
 
-    def record_handled(self, items: Sequence[tuple[Delivery, bool]]) -> None:
+    def record_handled(
+        self,
+        items: Sequence[tuple[Delivery, bool]],
+        trace_parents: Mapping[str, str] | None = None,
+    ) -> None:
         """Record deliveries the intake handled without background runs, in one transaction:
         ``(delivery, ok)``, ``ok`` False when an inline handler failed (the delivery is then
         FAILED, and a redelivery that goes well makes it SUCCEEDED). A redelivery counts up
-        ``redeliveries``, as in ``record``."""
+        ``redeliveries``, as in ``record``. ``trace_parents``: as in ``record_many``."""
         if not items:
             return
         upsert = _sql.upsert_handled_delivery(self._dialect)
         first: dict[str, dict[str, Any]] = {}
         again: list[dict[str, Any]] = []  # a redelivery in the same batch: after the first
         for d, ok in sorted(items, key=lambda item: item[0].id):  # lock order, as above
-            row = _delivery_row(d, DeliveryState.SUCCEEDED if ok else DeliveryState.FAILED)
+            state = DeliveryState.SUCCEEDED if ok else DeliveryState.FAILED
+            row = _delivery_row(d, state, trace_parents)
             (again.append(row) if d.id in first else first.setdefault(d.id, row))
 
         def write(conn: Connection) -> None:
@@ -160,7 +178,13 @@ class DeliveryStore(Database):
         self._write(write)
 
     def _recorder(
-        self, delivery: Delivery, plans: Sequence[RunPlan], at: datetime, queued: bool
+        self,
+        delivery: Delivery,
+        plans: Sequence[RunPlan],
+        at: datetime,
+        queued: bool,
+        trace_parents: Mapping[str, str] | None = None,
+        originals: dict[str, str] | None = None,
     ) -> Callable[[Connection], list[RunRecord]]:
         """The statements that record one delivery, with its values prepared (compression
         included) before any transaction starts."""
@@ -173,11 +197,18 @@ class DeliveryStore(Database):
             (DeliveryState.QUEUED if queued else DeliveryState.RECEIVED)
             if unique
             else DeliveryState.SUCCEEDED,
+            trace_parents,
         )
-        upsert = _sql.upsert_delivery(self._dialect)
+        traced = originals is not None
+        upsert = _sql.upsert_delivery(self._dialect, traced)
 
         def record(conn: Connection) -> list[RunRecord]:
-            redeliveries = conn.execute(upsert, values).scalar_one()
+            if traced:
+                redeliveries, original = conn.execute(upsert, values).one()
+                if redeliveries > 0 and original and originals is not None:
+                    originals[delivery.id] = original
+            else:
+                redeliveries = conn.execute(upsert, values).scalar_one()
             return _runs.record_runs(
                 conn, delivery.id, unique, at, redelivery=redeliveries > 0, queued=queued
             )

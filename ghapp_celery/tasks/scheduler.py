@@ -8,12 +8,12 @@ the sweeper publishes it later. A message is only ever a copy of what the store 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 
-from ..observability import metrics, tracing
+from ..observability import metrics, trace_links, tracing
 from ..routing import HandlerSpec
 from ..webhooks import Delivery
 from .celery_app import queue_of
@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 __all__ = ["CeleryScheduler"]
 
 LOG = logging.getLogger("ghapp_celery.tasks")
+
+#: Why a run is published again (the span attribute ghapp.republish.reason): one for all, or
+#: one per run (the sweeper's, by the state the run was due in).
+Reason = str | Callable[["RunRecord"], str]
 
 
 class CeleryScheduler:
@@ -49,11 +53,18 @@ class CeleryScheduler:
         ]
 
     def publish(
-        self, runs: Sequence[RunRecord], delivery: Delivery, producer: Any = None
+        self,
+        runs: Sequence[RunRecord],
+        delivery: Delivery,
+        producer: Any = None,
+        reason: Reason | None = None,
+        original: str | None = None,
     ) -> list[str]:
         """Send one message per run; returns the ids sent. Never raises for the broker: the
         callers record what could not be sent for the sweeper. ``producer``: a kombu
-        Producer to publish through (its batch, see ``record_and_publish_many``)."""
+        Producer to publish through (its batch, see ``record_and_publish_many``).
+        ``reason``: a republish, traced apart and linked to ``original``, the traceparent
+        the delivery was first traced with."""
         if not runs:
             return []
         message = delivery_message(delivery)
@@ -72,9 +83,13 @@ class CeleryScheduler:
                 options.pop("headers", None)
             try:
                 if tracing.enabled:
+                    origin = None
+                    if reason is not None:
+                        why = reason if isinstance(reason, str) else reason(run)
+                        origin = trace_links.republished(why, original)
                     # The trace context travels in the message headers, and only it.
                     with tracing.publish_span(
-                        delivery.id, run.id, run.task_name, run.queue
+                        delivery.id, run.id, run.task_name, run.queue, origin
                     ) as headers:
                         traced = {**options, "headers": {**options.get("headers", {}), **headers}}
                         self._send(run, message, producer, traced)
@@ -119,10 +134,16 @@ class CeleryScheduler:
                 **options,
             )
 
-    def republish(self, runs: Sequence[RunRecord], delivery: Delivery) -> list[str]:
+    def republish(
+        self,
+        runs: Sequence[RunRecord],
+        delivery: Delivery,
+        reason: Reason = "replay",
+        original: str | None = None,
+    ) -> list[str]:
         """Publish runs the store holds as received or expired (sweeper, replay), then mark
-        the ones sent QUEUED."""
-        published = self.publish(runs, delivery)
+        the ones sent QUEUED. ``reason``, ``original``: as in ``publish``."""
+        published = self.publish(runs, delivery, reason=reason, original=original)
         if published:
             try:
                 self.store.mark_queued(published)
@@ -132,7 +153,7 @@ class CeleryScheduler:
                 LOG.warning("Could not mark runs %s queued", published, exc_info=True)
         return published
 
-    def republish_stored(self, runs: Sequence[RunRecord]) -> list[str]:
+    def republish_stored(self, runs: Sequence[RunRecord], reason: Reason = "replay") -> list[str]:
         """Publish runs again from what the store holds (sweeper, replay): each delivery's
         payload is read once for all its runs. Returns the ids published."""
         by_delivery: dict[str, list[RunRecord]] = {}
@@ -142,7 +163,8 @@ class CeleryScheduler:
         for delivery_id, group in by_delivery.items():
             record = self.store.get_delivery(delivery_id, with_payload=True)
             if record is not None and record.payload is not None:
-                published += self.republish(group, record.as_delivery())
+                delivery = record.as_delivery()
+                published += self.republish(group, delivery, reason, record.trace_parent)
         return published
 
     def record_and_publish_many(
@@ -159,8 +181,17 @@ class CeleryScheduler:
         """
         plans = [(delivery, self.plans(specs)) for delivery, specs in batch]
         if tracing.enabled:
+            # Each new delivery keeps its webhook span's traceparent; a redelivery's span
+            # links to the one its first delivery kept.
+            originals: dict[str, str] = {}
             with tracing.store_span(len(batch)):
-                recorded = self.store.record_many(plans, queued=True)
+                recorded = self.store.record_many(
+                    plans,
+                    queued=True,
+                    trace_parents=trace_links.batch_traceparents(),
+                    originals=originals,
+                )
+            trace_links.link_redeliveries(originals)
         else:
             recorded = self.store.record_many(plans, queued=True)
         published: dict[int, list[str]] = {}

@@ -23,6 +23,7 @@ from .scheduler import CeleryScheduler
 
 if TYPE_CHECKING:
     from ..config import Settings
+    from ..store import RunRecord
 
 __all__ = [
     "SWEEP_TASK_NAME",
@@ -53,8 +54,13 @@ class SweepReport:
         }
 
 
-#: ghapp_sweeper_republished_total's reason, by the state the run was due in.
+#: ghapp_sweeper_republished_total's reason (and the span's ghapp.republish.reason), by the
+#: state the run was due in.
 _REASONS = {"received": "unpublished", "queued": "not_started"}  # started/retrying: lease
+
+
+def _reason(run: RunRecord) -> str:
+    return _REASONS.get(run.state.value, "lease_expired")
 
 
 def cleanup_sqlite_broker(url: str) -> int:
@@ -79,13 +85,13 @@ def sweep(scheduler: CeleryScheduler, settings: Settings, *, limit: int = 500) -
         queued_after=settings.sweep_queued_after,
         limit=limit,
     )
-    published = set(scheduler.republish_stored(due))
+    published = set(scheduler.republish_stored(due, _reason))
     report.republished = [run.id for run in due if run.id in published]
     if metrics.enabled():
         reasons: dict[str, int] = {}
         for run in due:
             if run.id in published:
-                reason = _REASONS.get(run.state.value, "lease_expired")
+                reason = _reason(run)
                 reasons[reason] = reasons.get(reason, 0) + 1
         for reason, count in reasons.items():
             metrics.sweeper_republished(reason, count)
