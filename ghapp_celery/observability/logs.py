@@ -27,8 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from contextvars import ContextVar, Token
 from datetime import UTC, datetime
@@ -40,11 +39,13 @@ __all__ = [
     "JsonFormatter",
     "LogContextFilter",
     "LogFormat",
+    "adopt_handler",
     "apply_log_format",
-    "bind_celery_task_context",
     "current_log_context",
     "install_record_factory",
     "log_context",
+    "pop_log_context",
+    "push_log_context",
 ]
 
 #: The context fields, in the order the JSON format writes them.
@@ -186,86 +187,33 @@ _format: LogFormat = "text"
 def apply_log_format(log_format: LogFormat, *handlers: logging.Handler) -> None:
     """Use ``log_format`` (GITHUBAPP_LOG_FORMAT) for the handlers the package installs:
     ``handlers`` now (the stderr fallback, passed in: it is a sibling module of this layer),
-    Celery's worker handlers when the worker sets up logging."""
+    and every handler given to ``adopt_handler`` later (Celery's, when a worker sets up its
+    logging: tasks/worker_logs.py)."""
     global _format
     _format = log_format
     for handler in handlers:
-        _adopt(handler)
-    _connect_celery_logging()
+        adopt_handler(handler)
 
 
-def _adopt(handler: logging.Handler) -> None:
+def adopt_handler(handler: logging.Handler) -> None:
+    """Give ``handler`` the context fields, and the JSON format when it is the one asked for."""
     if not any(isinstance(f, LogContextFilter) for f in handler.filters):
         handler.addFilter(LogContextFilter())
     if _format == "json" and not isinstance(handler.formatter, JsonFormatter):
         handler.setFormatter(JsonFormatter())
 
 
-def _on_celery_logging(logger: logging.Logger | None = None, **_: Any) -> None:
-    """Celery's ``after_setup_logger`` / ``after_setup_task_logger``: the handlers Celery just
-    put in place (only sent when no ``setup_logging`` receiver took over logging) get the
-    context fields, and the JSON format when asked for."""
-    if logger is None:
-        return
-    for handler in logger.handlers:
-        _adopt(handler)
+def push_log_context(fields: Mapping[str, Any]) -> Token[Mapping[str, Any]]:
+    """Add ``fields`` to the context until ``pop_log_context`` (for code that cannot use a
+    ``with`` block: a task's prerun and postrun signals). Only the six FIELDS are kept."""
+    return _set({k: v for k, v in fields.items() if k in FIELDS})
 
 
-def _connect_celery_logging() -> None:
+def pop_log_context(token: Token[Mapping[str, Any]]) -> None:
     try:
-        from celery import signals
-    except ImportError:  # pragma: no cover  (celery is a dependency; keep this layer loose)
-        return
-    uid = "ghapp_celery.observability.logs"
-    signals.after_setup_logger.connect(_on_celery_logging, weak=False, dispatch_uid=f"{uid}.root")
-    signals.after_setup_task_logger.connect(
-        _on_celery_logging, weak=False, dispatch_uid=f"{uid}.task"
-    )
-
-
-# -- Celery tasks -------------------------------------------------------------------------------
-
-# By task id and thread: the same message delivered twice may run in two threads at once.
-_task_tokens: dict[tuple[str, int], Token[Mapping[str, Any]]] = {}
-
-
-def bind_celery_task_context(
-    celery: Any, fields: Callable[[Any, tuple[Any, ...], dict[str, Any]], Mapping[str, Any]]
-) -> None:
-    """While a task of ``celery`` runs, its records carry ``fields(task, args, kwargs)``.
-
-    Set on ``task_prerun`` and reset on ``task_postrun``, not inside the task function: Celery
-    logs a run's outcome (``Task ... succeeded in``, ``raised unexpected``, ``retry: Retry
-    in``) after the function returned and before postrun, and those lines belong to the run.
-    Both signals are sent in the thread that runs the task (prefork child, threads pool thread,
-    solo), so the context is that run's. Idempotent per Celery app.
-    """
-    from celery import signals
-
-    def prerun(
-        task_id: str = "",
-        task: Any = None,
-        args: Any = (),
-        kwargs: Any = None,
-        **_: Any,
-    ) -> None:
-        if getattr(task, "app", None) is not celery or not task_id:
-            return
-        token = _set(fields(task, tuple(args or ()), dict(kwargs or {})))
-        _task_tokens[(task_id, threading.get_ident())] = token
-
-    def postrun(task_id: str = "", **_: Any) -> None:
-        token = _task_tokens.pop((task_id, threading.get_ident()), None)
-        if token is None:
-            return
-        try:
-            _CONTEXT.reset(token)
-        except ValueError:  # set in another context (cannot happen with Celery's pools)
-            _CONTEXT.set(_EMPTY)
-
-    uid = f"ghapp_celery.observability.logs.task.{id(celery)}"
-    signals.task_prerun.connect(prerun, weak=False, dispatch_uid=f"{uid}.prerun")
-    signals.task_postrun.connect(postrun, weak=False, dispatch_uid=f"{uid}.postrun")
+        _CONTEXT.reset(token)
+    except ValueError:  # set in another context (cannot happen with Celery's pools)
+        _CONTEXT.set(_EMPTY)
 
 
 install_record_factory()

@@ -28,7 +28,6 @@ from ..context import Event, delivery_context
 from ..exceptions import GitHubRateLimitError
 from ..github.auth import no_rate_limit_waits
 from ..observability import metrics, tracing
-from ..observability.logs import bind_celery_task_context
 from ..policy import Outcome, classify
 from ..routing import HandlerSpec
 from ..webhooks import Delivery
@@ -36,6 +35,7 @@ from .celery_app import queue_of
 from .lease import lease_keeper
 from .loop import run_handler, worker_loop
 from .outcome import write_through_outage
+from .worker_logs import bind_task_log_context
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -148,7 +148,7 @@ def register_handler_task(celery: Celery, services: AppServices, spec: HandlerSp
     """Register ``spec``'s Celery task on ``celery`` and return it."""
     policy = spec.retry
     queue = queue_of(celery, spec.task_name)  # the metrics' label, as the scheduler's
-    bind_celery_task_context(celery, run_log_fields)  # once per Celery app
+    bind_task_log_context(celery, run_log_fields)  # once per Celery app
 
     @celery.task(  # type: ignore[untyped-decorator]
         name=spec.task_name,

@@ -91,6 +91,7 @@ class BackgroundRuntime:
         from .handlers import register_handler_task
         from .loop import install_signal_handlers
         from .sweeper import register_sweep_task
+        from .worker_logs import connect_worker_logging
         from .worker_metrics import connect_worker_metrics
 
         settings = self.settings
@@ -99,6 +100,7 @@ class BackgroundRuntime:
             register_handler_task(celery, self, spec)
         register_sweep_task(celery, self.sweep, settings)
         install_signal_handlers(celery)
+        connect_worker_logging()  # Celery's handlers get the log context and format
         if self._check_startup is not None:
             connect_startup_check(celery, self._check_startup)
         # After the start-up check: a worker that will not start opens no port.
