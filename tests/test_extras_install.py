@@ -1,7 +1,8 @@
 """Each extra, installed alone into a fresh venv the way docs/production.md says, serves what it
 is for: the base install a web process and a worker on the embedded SQLite broker and store,
 ``[redis]`` a worker on a real redis-server, ``[postgres]`` the store migrated on a real
-PostgreSQL, ``[oauth]`` the login route.
+PostgreSQL, ``[oauth]`` the login route, ``[prometheus]`` the web app's and the worker's
+metrics, ``[otel]`` a delivery's trace exported over OTLP, ``[observability]`` both.
 
 The development install has every extra plus pytest and friends, so a dependency the package
 forgot to declare is found there anyway (``packaging``, which kombu's Redis transport imports,
@@ -14,13 +15,14 @@ from __future__ import annotations
 
 import subprocess
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
+from tests._otlp import OtlpReceiver
 from tests._postgres import PostgresServer, postgres_server  # noqa: F401  (fixture)
 from tests._redis import free_port, redis_server
 from tests._served import Served
@@ -30,7 +32,7 @@ from tests._venvs import REPO_ROOT, Install, build_wheelhouse, clean_env, start_
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 #: Every extra a user installs, and the test below that serves it ("" is the base install).
-EXTRAS = ("", "redis", "postgres", "oauth")
+EXTRAS = ("", "redis", "postgres", "oauth", "prometheus", "otel", "observability")
 #: Extras for working on the package itself, not for running an app.
 DEVELOPMENT_EXTRAS = {"dev", "docs"}
 
@@ -80,9 +82,15 @@ def absent(install: Install, *modules: str) -> list[str]:
     return done.stdout.split()
 
 
-def serve_one_delivery(install: Install, workdir: Path, config: dict[str, str]) -> str:
+def serve_one_delivery(
+    install: Install,
+    workdir: Path,
+    config: dict[str, str],
+    while_serving: Callable[[int], None] | None = None,
+) -> str:
     """``uvicorn myapp:app`` and ``celery -A myapp:celery worker`` from the environment, fed one
-    ``issues.opened`` by ``ghapp-celery receive --wait``; returns what receive printed."""
+    ``issues.opened`` by ``ghapp-celery receive --wait``; returns what receive printed.
+    ``while_serving(web_port)`` runs once the run succeeded, before both stop."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "myapp.py").write_text(MYAPP)
     env = clean_env(
@@ -109,7 +117,9 @@ def serve_one_delivery(install: Install, workdir: Path, config: dict[str, str]) 
             cwd=workdir, env=env, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         logs = f"--- worker:\n{worker.output()}\n--- web:\n{web.output()}"
-    assert done.returncode == 0, f"{done.stdout}{done.stderr}\n{logs}"
+        assert done.returncode == 0, f"{done.stdout}{done.stderr}\n{logs}"
+        if while_serving is not None:
+            while_serving(port)
     assert "github.issues.opened:myapp.welcome: succeeded" in done.stdout, done.stdout
     return done.stdout
 
@@ -206,3 +216,68 @@ def test_oauth_extra_serves_the_login_route(installs: dict[str, Install], tmp_pa
     auth_url = response.json()["auth_url"]
     assert auth_url.startswith("https://github.com/login/oauth/authorize?"), auth_url
     assert "client_id=Iv23extras" in auth_url
+
+
+def metrics_config() -> tuple[dict[str, str], int]:
+    worker_port = free_port()
+    config = {
+        "GITHUBAPP_METRICS_ENABLED": "true",
+        "GITHUBAPP_METRICS_WORKER_PORT": str(worker_port),
+        "GITHUBAPP_METRICS_WORKER_HOST": "127.0.0.1",
+    }
+    return config, worker_port
+
+
+def check_metrics(worker_port: int) -> Callable[[int], None]:
+    def check(web_port: int) -> None:
+        web = httpx.get(f"http://127.0.0.1:{web_port}/metrics", timeout=10).text
+        assert 'ghapp_webhook_deliveries_total{code="202",event="issues"} 1.0' in web, web
+        worker = httpx.get(f"http://127.0.0.1:{worker_port}/metrics", timeout=10).text
+        assert 'state="succeeded",task="github.issues.opened:myapp.welcome"} 1.0' in worker
+
+    return check
+
+
+def check_trace(receiver: OtlpReceiver) -> None:
+    spans = receiver.wait_for(lambda got: any(s.name.startswith("run ") for s in got))
+    webhook = next(s for s in spans if s.name == "github.webhook issues.opened")
+    run = next(s for s in spans if s.name.startswith("run "))
+    assert run.trace_id == webhook.trace_id  # one trace, across the broker
+
+
+def otel_config(receiver: OtlpReceiver) -> dict[str, str]:
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+    }
+
+
+def test_prometheus_extra_serves_the_web_and_worker_metrics(
+    installs: dict[str, Install], tmp_path: Path
+) -> None:
+    install = installs["prometheus"].wait()
+    assert absent(install, "pytest", "opentelemetry.sdk") == ["pytest", "opentelemetry.sdk"]
+    config, worker_port = metrics_config()
+    serve_one_delivery(install, tmp_path, config, check_metrics(worker_port))
+
+
+def test_otel_extra_exports_one_trace_per_delivery(
+    installs: dict[str, Install], tmp_path: Path
+) -> None:
+    install = installs["otel"].wait()
+    assert absent(install, "pytest", "prometheus_client") == ["pytest", "prometheus_client"]
+    with OtlpReceiver() as receiver:
+        serve_one_delivery(install, tmp_path, otel_config(receiver))
+        check_trace(receiver)  # flushed when both processes stopped
+
+
+def test_observability_extra_serves_metrics_and_traces(
+    installs: dict[str, Install], tmp_path: Path
+) -> None:
+    install = installs["observability"].wait()
+    config, worker_port = metrics_config()
+    with OtlpReceiver() as receiver:
+        config |= otel_config(receiver)
+        serve_one_delivery(install, tmp_path, config, check_metrics(worker_port))
+        check_trace(receiver)
