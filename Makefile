@@ -41,11 +41,12 @@ format: $(STAMP)
 	$(BIN)/ruff format ghapp_celery tests benchmarks examples tools
 	$(BIN)/ruff check --fix ghapp_celery tests benchmarks examples tools
 
-# Benchmarks, not tests: each writes its section of docs/performance.md (about 15 minutes).
+# Benchmarks, not tests: each writes its section of docs/performance.md (about 25 minutes).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/intake.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/background.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/client.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/observability.py $(BENCH_ARGS)
 
 $(DOCS_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev,redis,postgres,oauth,docs]'

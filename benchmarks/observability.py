@@ -1,6 +1,6 @@
 """What observability costs: the intake and a no-op worker, off, with metrics, with tracing.
 
-Four servers of the same user code as benchmarks/intake.py (a no-op inline ``def`` handler on
+Five servers of the same user code as benchmarks/intake.py (a no-op inline ``def`` handler on
 ``issues.opened``, the real payload, signed, a fresh delivery id each), all up at once and
 measured in alternating rounds:
 
@@ -10,7 +10,8 @@ measured in alternating rounds:
 * ``off``: this checkout with nothing configured;
 * ``metrics``: ``GITHUBAPP_METRICS_ENABLED=true``;
 * ``metrics+tracing``: and OpenTelemetry through the standard variables, every trace
-  sampled (``traceidratio`` 1.0), exported over OTLP/HTTP to a sink process that answers 200.
+  sampled (``parentbased_traceidratio`` 1.0), exported over OTLP/HTTP to a sink process that
+  answers 200; and ``metrics+tracing 10%``, one trace in ten sampled.
 
 Then the background path end to end (benchmarks/background.py's machinery: uvicorn, a Redis
 of our own, a ``celery worker -P threads -c 8``, a no-op background handler) in the three
@@ -78,15 +79,15 @@ def metrics_env() -> dict[str, str]:
     return {"GITHUBAPP_METRICS_ENABLED": "true"}
 
 
-def tracing_env(sink: str) -> dict[str, str]:
+def tracing_env(sink: str, ratio: float = 1.0) -> dict[str, str]:
     return {
         **metrics_env(),
         "OTEL_SERVICE_NAME": "ghapp-bench",
         "OTEL_TRACES_EXPORTER": "otlp",
         "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
         "OTEL_EXPORTER_OTLP_ENDPOINT": sink,
-        "OTEL_TRACES_SAMPLER": "traceidratio",
-        "OTEL_TRACES_SAMPLER_ARG": "1.0",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": str(ratio),
         "OTEL_METRICS_EXPORTER": "none",
         "OTEL_LOGS_EXPORTER": "none",
     }
@@ -171,6 +172,14 @@ def intake_rounds(
     return results
 
 
+#: Each mode's row compares with this one ("before" is the reference of all).
+REFERENCE = {
+    "before": None,
+    "off": "before",
+    "metrics": "off",
+    "metrics+tracing": "off",
+    "metrics+tracing 10%": "off",
+}
 DRIVER = ROOT / "benchmarks" / "obs_asgi_driver.py"
 
 
@@ -200,7 +209,7 @@ def in_process_rounds(
 
 def in_process_table(results: dict[str, list[float]]) -> str:
     rows = ["| in process (no server) | µs per delivery | vs reference |", "|---|---:|---:|"]
-    reference = {"before": None, "off": "before", "metrics": "off", "metrics+tracing": "off"}
+    reference = REFERENCE
     for name, values in results.items():
         ref = reference[name]
         vs = (
@@ -215,7 +224,7 @@ def in_process_table(results: dict[str, list[float]]) -> str:
 def intake_table(results: dict[str, list[tuple[float, float]]]) -> str:
     rows = ["| intake | req/s | server CPU ms/delivery | req/s vs reference | CPU vs reference |"]
     rows.append("|---|---:|---:|---:|---:|")
-    reference = {"before": None, "off": "before", "metrics": "off", "metrics+tracing": "off"}
+    reference = REFERENCE
     for name, values in results.items():
         ref = reference[name]
         if ref is None:
@@ -297,6 +306,12 @@ def main() -> int:
                     OURS.import_line,
                     tuple(tracing_env(sink).items()),
                 ),
+                Server(
+                    "metrics+tracing 10%",
+                    OURS.python,
+                    OURS.import_line,
+                    tuple(tracing_env(sink, 0.1).items()),
+                ),
             ]
             pids: list[int] = []
             with contextlib.ExitStack() as stack:
@@ -350,13 +365,14 @@ def main() -> int:
 
 
 METHOD = """\
-`benchmarks/observability.py`, {date}, {machine}. The intake: four uvicorn processes of the
+`benchmarks/observability.py`, {date}, {machine}. The intake: five uvicorn processes of the
 same app (an inline no-op handler, the real `issues.opened` payload, signed, a fresh delivery
 id each), all up at once, {rounds} alternating rounds of {requests} requests at {concurrency}
 in flight: `before` is the package at commit `{before}`, before observability existed; `off`
 is this version with nothing configured; `metrics` sets `GITHUBAPP_METRICS_ENABLED`;
-`metrics+tracing` adds OpenTelemetry through the standard variables, every trace sampled and
-exported over OTLP/HTTP to a local sink. The background path: uvicorn, Redis and a
+`metrics+tracing` adds OpenTelemetry through the standard variables, every trace sampled
+(`parentbased_traceidratio` 1.0) and exported over OTLP/HTTP to a local sink, and
+`metrics+tracing 10%` samples one trace in ten. The background path: uvicorn, Redis and a
 `celery worker -P threads -c 8` with a no-op background handler, the three modes of this
 version in alternating rounds. "In process" drives the same app straight through ASGI in
 one fresh process per mode and round (`benchmarks/obs_asgi_driver.py`, no server, no
