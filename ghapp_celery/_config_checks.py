@@ -161,6 +161,34 @@ def report(app: GitHubApp, *, connect: bool = True) -> list[Finding]:
     return findings
 
 
+#: What a readiness check says of a part: it answered, it did not, or the app does not use it.
+PartState = Literal["ok", "unavailable", "not used"]
+
+
+def readiness(app: GitHubApp, *, timeout: float = 2.0) -> dict[str, PartState]:
+    """Whether the store and the broker answer now (``GET /readyz``): one round trip to each
+    part the app uses. Why a part failed goes to the log, never into the answer."""
+    found: dict[str, PartState] = {"store": "not used", "broker": "not used"}
+    if _uses_store(app):
+        try:
+            app.store.ping()
+            found["store"] = "ok"
+        except Exception as exc:
+            LOG.warning("Readiness: the store does not answer: %s", with_cause(exc))
+            found["store"] = "unavailable"
+    if _uses_broker(app):
+        from .tasks.celery_app import broker_unreachable
+
+        try:
+            problem = broker_unreachable(app.celery, timeout=timeout)
+        except Exception as exc:
+            problem = with_cause(exc)
+        if problem is not None:
+            LOG.warning("Readiness: %s", problem)
+        found["broker"] = "ok" if problem is None else "unavailable"
+    return found
+
+
 def check_startup(app: GitHubApp) -> None:
     """Raise ConfigurationError when ``app`` cannot work as configured (see the module
     docstring); log what it can work without."""

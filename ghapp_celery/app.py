@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from fastapi import APIRouter, FastAPI, Request
 
 from . import compat
-from ._config_checks import StartupCheck, check_startup
+from ._config_checks import StartupCheck, check_startup, readiness
 from ._fallback_log import FallbackStderrHandler
 from ._lazy import Lazy
 from .config import Settings, as_text, load_env_into, resolve_settings, secret_fields
@@ -39,6 +39,7 @@ from .github.auth import GitHubAppAuth, InstallationAuthorization
 from .github.credentials import AppCredentials
 from .github.ratelimit import is_rate_limited, rate_limit_info, retry_delay
 from .intake import IntakePolicy, WebhookIntake, webhook_router
+from .intake.health import mount_health
 from .observability import tracing
 from .observability.fastapi_spans import leave_webhook_to_ours
 from .observability.logs import apply_log_format
@@ -286,6 +287,12 @@ class GitHubApp:
             app.add_middleware(StartupCheck, check=lambda: check_startup(self))
         self._mount_status_api(app)
         self._mount_metrics(app)
+        mount_health(
+            app,
+            health_path=self.settings.health_path,
+            ready_path=self.settings.ready_path,
+            check=lambda: readiness(self),
+        )
         self.oauth_integration.mount(app, self.get_current_user)
         self._install_lifespan(app)
         self._initialized = True

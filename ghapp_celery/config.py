@@ -147,6 +147,15 @@ class Settings(BaseSettings):
     )
     status_prefix: str = "/webhooks/github/status"
 
+    # -- Probes (docs/production.md#health-and-readiness) --------------------------------------
+    health_path: str = Field(
+        default="/healthz", description="Liveness probe route ('' for none): the process answers."
+    )
+    ready_path: str = Field(
+        default="/readyz",
+        description="Readiness probe route ('' for none): the store and the broker answer.",
+    )
+
     # -- Metrics (Prometheus; docs/observability.md) -------------------------------------------
     metrics_enabled: bool = Field(
         default=False,

@@ -102,6 +102,13 @@ class Database:
         with unavailable_on_error(), self._engine.connect() as conn:
             return _current_revision(conn)
 
+    def ping(self) -> None:
+        """One round trip to the database (readiness probes); StoreUnavailable if it fails."""
+        from sqlalchemy import text
+
+        with self._tx(write=False) as conn:
+            conn.execute(text("SELECT 1"))
+
     def dispose(self) -> None:
         """Close every pooled connection (the store opens new ones if used again)."""
         self._engine.dispose()
