@@ -290,6 +290,21 @@ class Deployment:
         self.kills.append(kill)
         return kill
 
+    def stop_web(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM the web process, as an orchestrator stops it; its exit code (None: it had
+        to be SIGKILLed after ``timeout``)."""
+        web = self.web
+        self._stopped.add(web.pid)
+        web.stop(timeout)
+        assert web.proc is not None
+        return None if web.proc.returncode == -9 else web.proc.returncode
+
+    def stop_worker(self, worker: CeleryWorker, timeout: float = 30.0) -> int:
+        """SIGTERM a worker (a warm shutdown); its exit code."""
+        assert worker.proc is not None
+        self._stopped.add(worker.proc.pid)
+        return worker.stop(timeout=timeout)
+
     def kill_worker(self, worker: CeleryWorker) -> Kill:
         proc = worker.proc
         assert proc is not None
