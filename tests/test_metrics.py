@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -181,6 +182,8 @@ def test_queue_gauges_show_what_waits_without_a_worker(
         samples = scrape(client.url.replace("/webhooks/github/", "/metrics"))
     assert value(samples, "ghapp_queue_depth", queue="github.issues") == 2
     assert value(samples, "ghapp_queue_oldest_age_seconds", queue="github.issues") >= 1.0
+    assert ("ghapp_runs_in_flight", (("queue", "github.issues"),)) in samples
+    assert value(samples, "ghapp_runs_in_flight", queue="github.issues") == 0
     assert value(samples, "ghapp_runs_dead") == 0
 
 
@@ -279,3 +282,35 @@ def test_an_app_without_metrics_imports_no_prometheus_client(tmp_path: Path) -> 
     )
     assert done.returncode == 0, done.stderr
     assert "LOADED []" in done.stdout, done.stdout
+
+
+def test_a_run_executing_counts_in_flight_until_it_ends(
+    ghapp_app_factory: AppFactory, ghapp_fake_github: FakeGitHub, metrics_off_after: None
+) -> None:
+    running, release = threading.Event(), threading.Event()
+
+    def setup(app: GitHubApp) -> None:
+        @app.on("issues.edited", background=True)
+        def holds(event: Event) -> None:
+            running.set()
+            release.wait(30)
+
+    settings = Settings(data_dir=ghapp_app_factory.data_dir / "app", metrics_enabled=True)
+    app = ghapp_app_factory(setup=setup, settings=settings)
+    web = ghapp_app_factory.web_of(app)
+    metrics_url = ""
+    with (
+        serve_app(web, ghapp_app_factory.secret, fake=ghapp_fake_github) as client,
+        background_worker(app),
+    ):
+        metrics_url = client.url.replace("/webhooks/github/", "/metrics")
+        posted = client.post("issues", issue(1), action="edited")
+        assert running.wait(30)
+        during = scrape(metrics_url)
+        release.set()
+        Deliveries(app).wait(posted.delivery_id)
+        time.sleep(5.1)  # past the store reading's 5 s reuse
+        after = scrape(metrics_url)
+    assert value(during, "ghapp_runs_in_flight", queue="github.issues") == 1
+    assert value(during, "ghapp_queue_depth", queue="github.issues") == 0
+    assert value(after, "ghapp_runs_in_flight", queue="github.issues") == 0

@@ -55,6 +55,7 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "ghapp_github_rate_limit_limit": ("gauge", ("resource",)),
     "ghapp_token_mints": ("counter", ()),
     "ghapp_store_read_ok": ("gauge", ()),
+    "ghapp_runs_in_flight": ("gauge", ("queue",)),
 }
 SUFFIXES = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
 SERIES = frozenset(

@@ -33,9 +33,13 @@ LOG = logging.getLogger("ghapp_celery.metrics")
 def store_reading(store: DeliveryStore, queues: Iterable[str]) -> metrics.StoreReading:
     """The queue gauges' values now; every queue in ``queues`` appears, zero when empty."""
     now = datetime.now(UTC)
-    stats = {queue: metrics.QueueStats(0, 0.0) for queue in queues}
-    for queue, (depth, oldest) in store.waiting_runs().items():
-        stats[queue] = metrics.QueueStats(depth, max(0.0, (now - oldest).total_seconds()))
+    waiting = store.waiting_runs()
+    flying = store.runs_in_flight()
+    stats = {}
+    for queue in {*queues, *waiting, *flying}:
+        depth, oldest = waiting.get(queue, (0, now))
+        age = max(0.0, (now - oldest).total_seconds())
+        stats[queue] = metrics.QueueStats(depth, age, flying.get(queue, 0))
     return metrics.StoreReading(stats, store.dead_runs())
 
 

@@ -63,10 +63,12 @@ WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 
 
 @dataclass(frozen=True)
 class QueueStats:
-    """Runs waiting in one queue (received or queued, not started) and the oldest's age."""
+    """Runs waiting in one queue (received or queued, not started) and the oldest's age, and
+    the runs started and not finished (executing, or waiting for a retry)."""
 
     depth: int
     oldest_age_seconds: float
+    in_flight: int = 0
 
 
 @dataclass(frozen=True)
@@ -262,11 +264,12 @@ def token_minted() -> None:
 
 
 class _StoreCollector:
-    """``ghapp_queue_depth``, ``ghapp_queue_oldest_age_seconds`` and ``ghapp_runs_dead``.
+    """``ghapp_queue_depth``, ``ghapp_queue_oldest_age_seconds``, ``ghapp_runs_in_flight``
+    and ``ghapp_runs_dead``.
 
     Read from the store, not the broker, so they mean the same on every broker (an
     autoscaler's input), and at most once per ``min_interval`` seconds however many scrapers
-    ask: each read is two indexed queries. A failed read leaves the series out of that scrape
+    ask: each read is three indexed queries. A failed read leaves the series out of that scrape
     (a stale number would tell an autoscaler the queue is fine) and sets
     ``ghapp_store_read_ok`` to 0, which an alert can watch.
     """
@@ -316,13 +319,20 @@ class _StoreCollector:
             "Seconds since the oldest waiting run of the queue was recorded.",
             labels=["queue"],
         )
+        flying = GaugeMetricFamily(
+            "ghapp_runs_in_flight",
+            "Runs started and not finished (executing, or waiting for a retry), by queue.",
+            labels=["queue"],
+        )
         for queue, stats in sorted(reading.queues.items()):
             depth.add_metric([queue], float(stats.depth))
             age.add_metric([queue], stats.oldest_age_seconds)
+            flying.add_metric([queue], float(stats.in_flight))
         dead = GaugeMetricFamily("ghapp_runs_dead", "Runs that are dead now (retries used up).")
         dead.add_metric([], float(reading.dead))
         yield depth
         yield age
+        yield flying
         yield dead
 
 

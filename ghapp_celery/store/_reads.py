@@ -14,7 +14,16 @@ from .errors import DeliveryNotFound
 from .models import deliveries, runs
 from .records import DeliveryRecord, Page, RunRecord, RunState
 
-__all__ = ["count_dead", "count_runs", "delivery", "list_deliveries", "payload", "run", "waiting"]
+__all__ = [
+    "count_dead",
+    "count_runs",
+    "delivery",
+    "in_flight",
+    "list_deliveries",
+    "payload",
+    "run",
+    "waiting",
+]
 
 MAX_PAGE = 500
 # Everything but the payload, which a listing never needs and which can be megabytes.
@@ -118,6 +127,11 @@ _WAITING = (
     .where(runs.c.state.in_((RunState.RECEIVED.value, RunState.QUEUED.value)))
     .group_by(runs.c.queue)
 )
+_IN_FLIGHT = (
+    select(runs.c.queue, func.count())
+    .where(runs.c.state.in_((RunState.STARTED.value, RunState.RETRYING.value)))
+    .group_by(runs.c.queue)
+)
 _DEAD = select(func.count()).select_from(runs).where(runs.c.state == RunState.DEAD.value)
 
 
@@ -130,6 +144,12 @@ def waiting(conn: Connection) -> dict[str, tuple[int, datetime]]:
     for queue, number, oldest in conn.execute(_WAITING):
         found[str(queue)] = (int(number), oldest)  # min() keeps the column's UTC type
     return found
+
+
+def in_flight(conn: Connection) -> dict[str, int]:
+    """Per queue: the runs started and not finished (executing, or waiting for a retry's
+    countdown), from the same index."""
+    return {str(queue): int(number) for queue, number in conn.execute(_IN_FLIGHT)}
 
 
 def count_dead(conn: Connection) -> int:

@@ -397,6 +397,11 @@ class DeliveryStore(Database):
         with self._tx(write=False) as conn:
             return _reads.waiting(conn)
 
+    def runs_in_flight(self) -> dict[str, int]:
+        """Per queue, the runs started and not finished (executing or retrying)."""
+        with self._tx(write=False) as conn:
+            return _reads.in_flight(conn)
+
     def dead_runs(self) -> int:
         """How many runs are dead now."""
         with self._tx(write=False) as conn:
