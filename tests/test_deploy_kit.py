@@ -2,25 +2,29 @@
 
 There is no Docker daemon or Kubernetes cluster here, so:
 
-- the Dockerfile is parsed (stages, user, health check, command) and its HEALTHCHECK command is
-  run against a real uvicorn serving an app;
+- the Dockerfile is parsed (stages, user, health check, command), what its builder stage
+  copies is built into a wheel, and its HEALTHCHECK command is run against a real uvicorn;
 - the compose file's services run their own commands, as written, against a real redis-server
   and a SQLite store: the migration, the web process (its health check and the image's), a
-  worker on github.issues (its health check on the metrics port) and beat;
+  worker on github.issues (its health check on the metrics port) and beat, with a real
+  Prometheus scraping them by compose's prometheus.yml and evaluating KEDA's queries;
 - the Kubernetes manifests are validated against the Kubernetes schemas that
   kubernetes-validate bundles (offline, ``--strict``); KEDA's ScaledObject is a CRD those
-  schemas lack, so its structure is checked here and its queries are matched against the
-  series the running web app serves.
+  schemas lack, so its structure is checked here (and its queries run in Prometheus above).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,7 @@ import httpx
 import yaml
 
 from ghapp_celery.config import Settings
+from tests._prometheus import Prometheus, prometheus_server
 from tests._redis import free_port, redis_server
 from tests._served import Served
 
@@ -120,6 +125,40 @@ def test_dockerfile_is_multi_stage_non_root_with_a_health_check() -> None:
     (cmd,) = [exec_form(rest) for word, rest in instructions if word == "CMD"]
     assert cmd == ["uvicorn", "myapp:app", "--host", "0.0.0.0", "--port", "8000"]  # noqa: S104
     assert cmd == compose_services()["web"]["command"]
+
+
+def test_the_builder_stage_context_builds_a_complete_wheel(tmp_path: Path) -> None:
+    """Exactly what the builder stage COPYs is enough for ``pip wheel`` (setuptools reads
+    README.md for the metadata), and the wheel carries the migrations and samples."""
+    instructions = dockerfile_instructions()
+    runtime = [i for i, (word, rest) in enumerate(instructions) if word == "FROM"][1]
+    src = tmp_path / "src"
+    src.mkdir()
+    for word, rest in instructions[:runtime]:
+        if word == "COPY":
+            *sources, _ = rest.split()
+            for source in sources:
+                if (REPO / source).is_dir():
+                    shutil.copytree(
+                        REPO / source, src / source, ignore=shutil.ignore_patterns("__pycache__")
+                    )
+                else:
+                    shutil.copy2(REPO / source, src / source)
+    # With build isolation, as the image builds: pip fetches the build-system's setuptools
+    # (the venv's own may predate the license expression pyproject.toml uses).
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+         "--wheel-dir", str(tmp_path / "wheels"), str(src)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr[-4000:]
+    (wheel,) = (tmp_path / "wheels").glob("ghapp_celery-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    assert "ghapp_celery/py.typed" in names
+    assert "ghapp_celery/store/migrations/script.py.mako" in names
+    assert any(n.startswith("ghapp_celery/store/migrations/versions/") for n in names)
+    assert any(n.startswith("ghapp_celery/samples/") and n.endswith(".json") for n in names)
 
 
 def tomllib_extras() -> set[str]:
@@ -270,7 +309,7 @@ def test_compose_services_run_their_own_commands(tmp_path: Path) -> None:
         # Loopback here, where compose binds every interface of the container.
         loopback = {"8000": str(web_port), "0.0.0.0": "127.0.0.1"}  # noqa: S104
         web_cmd = local(services["web"]["command"], loopback)
-        with Served("web", web_cmd, tmp_path, env) as web:
+        with contextlib.ExitStack() as stack, Served("web", web_cmd, tmp_path, env) as web:
             base = f"http://127.0.0.1:{web_port}"
             web.wait_for_http(f"{base}/healthz")
             compose_check = healthcheck(
@@ -280,6 +319,9 @@ def test_compose_services_run_their_own_commands(tmp_path: Path) -> None:
             image_check = [a.replace(":8000/", f":{web_port}/") for a in image_check]
             assert passes(compose_check, env) and passes(image_check, env)
             assert httpx.get(f"{base}/readyz", timeout=10).status_code == 200
+            prometheus = stack.enter_context(
+                prometheus_server(tmp_path, prometheus_config(web_port, worker_port, tmp_path))
+            )
 
             # A delivery with no worker yet: the queue gauges the autoscalers read show it.
             receive = subprocess.run(
@@ -288,12 +330,10 @@ def test_compose_services_run_their_own_commands(tmp_path: Path) -> None:
                 env=env, capture_output=True, text=True, timeout=60,
             )  # fmt: skip
             assert receive.returncode == 0, receive.stdout + receive.stderr
-            served = served_series(
-                f"{base}/metrics", wait_for='ghapp_queue_depth{queue="github.issues"} 1.0'
-            )
-            for query in keda_queries():
-                for name, labels in re.findall(r"(ghapp_\w+)\{([^}]*)\}", query):
-                    assert f"{name}{{{labels}}}" in served, (query, sorted(served))
+            # KEDA's own queries, evaluated by a real Prometheus scraping with compose's config.
+            depth, age = keda_queries()
+            prometheus.wait_for(depth, 1.0)
+            wait_for_value(prometheus, age, lambda value: value > 0)
 
             worker_cmd = local(services["worker-issues"]["command"], {})
             with Served("worker-issues", worker_cmd, tmp_path, env) as worker:
@@ -301,10 +341,10 @@ def test_compose_services_run_their_own_commands(tmp_path: Path) -> None:
                     services["worker-issues"]["healthcheck"]["test"], "9808", str(worker_port)
                 )
                 wait_until_passes(check, env, worker)
-                # The worker ran the waiting run: the depth the autoscaler reads drops to 0.
-                served_series(
-                    f"{base}/metrics", wait_for='ghapp_queue_depth{queue="github.issues"} 0.0'
-                )
+                # The worker ran the waiting run: the depth the autoscaler reads drops to 0,
+                # and compose's worker job scrapes the worker's port.
+                prometheus.wait_for(depth, 0.0)
+                prometheus.wait_for('max(up{job="ghapp-worker"})', 1.0)
             # Stopped, its health check fails: the probe can tell.
             assert not passes(check, env)
 
@@ -324,15 +364,23 @@ def test_compose_services_run_their_own_commands(tmp_path: Path) -> None:
         assert not passes(compose_check, env)
 
 
-def served_series(url: str, wait_for: str) -> set[str]:
-    """The ``name{labels}`` of every sample at ``url``, once a line starts with ``wait_for``
-    (the store-backed gauges are read at most every few seconds)."""
+def prometheus_config(web_port: int, worker_port: int, workdir: Path) -> dict[str, Any]:
+    """deploy/compose/prometheus.yml with this machine's targets and a 1 s scrape interval;
+    its rules file beside it, as compose mounts it."""
+    config: dict[str, Any] = yaml.safe_load((COMPOSE.parent / "prometheus.yml").read_text())
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    targets = {"ghapp-web": web_port, "ghapp-worker": worker_port}
+    for job in config["scrape_configs"]:
+        job.pop("dns_sd_configs", None)
+        job["static_configs"] = [{"targets": [f"127.0.0.1:{targets[job['job_name']]}"]}]
+    (workdir / "ghapp-alerts.yml").write_text((DEPLOY / "prometheus/ghapp-alerts.yml").read_text())
+    return config
+
+
+def wait_for_value(prometheus: Prometheus, expr: str, ok: Callable[[float], bool]) -> None:
     deadline = time.monotonic() + 60
-    while True:
-        text = httpx.get(url, timeout=10).text
-        if any(line.startswith(wait_for) for line in text.splitlines()):
-            return {line.split(" ")[0] for line in text.splitlines() if line and line[0] != "#"}
-        assert time.monotonic() < deadline, f"no {wait_for!r} in:\n{text}"
+    while (value := prometheus.query(expr)) is None or not ok(value):
+        assert time.monotonic() < deadline, f"{expr} = {value}"
         time.sleep(0.5)
 
 
