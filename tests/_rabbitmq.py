@@ -14,7 +14,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kombu.connection import Connection
@@ -29,7 +29,7 @@ _DEBIAN_SCRIPTS = Path("/usr/lib/rabbitmq/bin")
 class RabbitMQ:
     url: str
     node: str
-    env: dict[str, str]
+    env: dict[str, str] = field(repr=False)  # the test process's environment: not in messages
     scripts: Path
     start_seconds: float
 

@@ -57,12 +57,22 @@ def app_url(
         yield app, url
 
 
-def test_a_delivery_runs_in_a_worker_over_rabbitmq(app_url: tuple[GitHubApp, str]) -> None:
+def confirming_channels(rabbit: RabbitMQ) -> set[str]:
+    """The broker's channels in publisher-confirm mode."""
+    out = rabbit.ctl("list_channels", "name", "confirm", "--quiet", "--no-table-headers")
+    return {line.split("\t")[0] for line in out.splitlines() if line.endswith("\ttrue")}
+
+
+def test_a_delivery_runs_in_a_worker_over_rabbitmq(
+    rabbit: RabbitMQ, app_url: tuple[GitHubApp, str]
+) -> None:
     app, url = app_url
-    assert app.celery.conf.broker_transport_options["confirm_publish"] is True
+    before = confirming_channels(rabbit)
     body, headers, delivery_id = issue("opened")
     response = post(url, body, headers)
     assert response.status_code == 202
+    # The intake published on a channel in confirm mode (its pooled connection stays open).
+    assert confirming_channels(rabbit) - before
     run = only_run(wait_for(app, delivery_id))
     assert (run.state.value, run.attempts) == ("succeeded", 1)
     state = Path(app.settings.data_dir).parent / "state" / f"opened-{delivery_id}"
