@@ -7,6 +7,7 @@ store. Our queues are quorum queues, with publisher confirms and native delayed 
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,19 @@ from tests._workers import CeleryWorker
 from tests.test_background import QUEUES, environment, issue, make_app, only_run, post, wait_for
 
 OUR_QUEUES = set(QUEUES.split(","))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _forget_celeryconfig() -> Iterator[None]:
+    """The checkout's celeryconfig.py reads CELERY_BROKER_URL when first imported, and the
+    module stays imported: without this, later tests' apps would get this module's amqp URLs
+    (of a server stopped by then) from it."""
+    before = sys.modules.get("celeryconfig")
+    yield
+    if before is None:
+        sys.modules.pop("celeryconfig", None)
+    else:
+        sys.modules["celeryconfig"] = before
 
 
 @pytest.fixture(scope="module")
