@@ -137,6 +137,11 @@ class Settings(BaseSettings):
         default=False,
         description="Send Celery task events (Flower, celery events); costs publishes per task.",
     )
+    rabbitmq_queue_type: Literal["quorum", "classic"] = Field(
+        default="quorum",
+        description="On a RabbitMQ broker (amqp://), the type of the queues the package "
+        "declares: 'quorum' (replicated, Celery 5.5+'s choice) or 'classic'.",
+    )
     log_format: Literal["text", "json"] = Field(
         default="text",
         description="'json': the log handlers the package installs (stderr fallback, Celery's "

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery
-from kombu.entity import Queue
 
 from ..routing import DEFAULT_QUEUE, HandlerRegistry
+from .rabbitmq import configure_rabbitmq, is_amqp_broker, make_queue
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -153,10 +153,7 @@ def declare_queues(celery: Celery, registry: HandlerRegistry) -> None:
     worker builds its consumers from ``task_queues``.
     """
     names = [DEFAULT_QUEUE, *dict.fromkeys(spec.queue for spec in registry.background())]
-    celery.conf.task_queues = [
-        Queue(name, routing_key=name)  # type: ignore[no-untyped-call]
-        for name in names
-    ]
+    celery.conf.task_queues = [make_queue(celery, name) for name in names]
 
 
 def make_celery(
@@ -188,6 +185,8 @@ def make_celery(
             **(celery.conf.broker_transport_options or {}),
             "visibility_timeout": 3600,
         }
+    if is_amqp_broker(broker):
+        configure_rabbitmq(celery, settings, defined)  # quorum queues (tasks/rabbitmq.py)
     if str(broker).startswith(("redis://", "rediss://")) and not celery.conf.broker_transport:
         celery.conf.broker_transport = REDIS_TRANSPORT  # kombu's, one client per channel
     if is_sqlite_broker(broker):
