@@ -51,6 +51,23 @@ def always_502(event: Event) -> None:
 OPENED = 6
 
 
+def app_env(tmp_path: Path, fake: FakeGitHub, github_url: str, worker_port: int) -> dict[str, str]:
+    """What the web app and the worker are started with: the fake's credentials, metrics on."""
+    return clean_env(
+        Path(sys.executable).parent,
+        {
+            "GITHUBAPP_DATA_DIR": str(tmp_path / ".ghapp"),
+            "GITHUBAPP_ID": str(fake.app_id),
+            "GITHUBAPP_PRIVATE_KEY": fake.private_key_pem,
+            "GITHUBAPP_URL": github_url,
+            "GITHUBAPP_WEBHOOK_SECRET": SECRET,
+            "GITHUBAPP_METRICS_ENABLED": "true",
+            "GITHUBAPP_METRICS_WORKER_PORT": str(worker_port),
+            "GITHUBAPP_METRICS_WORKER_HOST": "127.0.0.1",
+        },
+    )
+
+
 def worker_series(port: int) -> dict[str, float]:
     """The worker endpoint's samples, by name and labels, as one string key."""
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
@@ -118,19 +135,7 @@ def test_prometheus_scrapes_the_web_app_and_a_prefork_worker(tmp_path: Path) -> 
     fake.add_repo("octo/hello", issues=OPENED)
     web_port, worker_port = free_port(), free_port()
     with fake.serve() as github_url:
-        env = clean_env(
-            Path(sys.executable).parent,
-            {
-                "GITHUBAPP_DATA_DIR": str(tmp_path / ".ghapp"),
-                "GITHUBAPP_ID": str(fake.app_id),
-                "GITHUBAPP_PRIVATE_KEY": fake.private_key_pem,
-                "GITHUBAPP_URL": github_url,
-                "GITHUBAPP_WEBHOOK_SECRET": SECRET,
-                "GITHUBAPP_METRICS_ENABLED": "true",
-                "GITHUBAPP_METRICS_WORKER_PORT": str(worker_port),
-                "GITHUBAPP_METRICS_WORKER_HOST": "127.0.0.1",
-            },
-        )
+        env = app_env(tmp_path, fake, github_url, worker_port)
         web_command = [sys.executable, "-m", "uvicorn", "myapp:app", "--port", str(web_port)]
         worker_command = [
             sys.executable, "-m", "celery", "-A", "myapp:celery", "worker",
@@ -203,19 +208,7 @@ def test_the_worker_endpoint_serves_under_the_threads_and_solo_pools(
     fake.add_repo("octo/hello", issues=2)
     web_port, worker_port = free_port(), free_port()
     with fake.serve() as github_url:
-        env = clean_env(
-            Path(sys.executable).parent,
-            {
-                "GITHUBAPP_DATA_DIR": str(tmp_path / ".ghapp"),
-                "GITHUBAPP_ID": str(fake.app_id),
-                "GITHUBAPP_PRIVATE_KEY": fake.private_key_pem,
-                "GITHUBAPP_URL": github_url,
-                "GITHUBAPP_WEBHOOK_SECRET": SECRET,
-                "GITHUBAPP_METRICS_ENABLED": "true",
-                "GITHUBAPP_METRICS_WORKER_PORT": str(worker_port),
-                "GITHUBAPP_METRICS_WORKER_HOST": "127.0.0.1",
-            },
-        )
+        env = app_env(tmp_path, fake, github_url, worker_port)
         web_command = [sys.executable, "-m", "uvicorn", "myapp:app", "--port", str(web_port)]
         worker_command = [
             sys.executable, "-m", "celery", "-A", "myapp:celery", "worker", "-P", pool,

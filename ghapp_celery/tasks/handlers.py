@@ -198,7 +198,9 @@ def register_handler_task(celery: Celery, services: AppServices, spec: HandlerSp
                     run_handler(spec.func, *args, timeout=timeout)
             except Exception as exc:
                 metrics.run_finished(spec.task_name, time.monotonic() - started)
-                _after_failure(self, store, spec, run_id, delivery, rate_limited, exc, within)
+                _after_failure(
+                    self, store, spec, queue, run_id, delivery, rate_limited, exc, within
+                )
                 raise
             write_through_outage(
                 lambda: store.mark_succeeded(run_id),
@@ -240,6 +242,7 @@ def _after_failure(
     task: Task,
     store: DeliveryStore,
     spec: HandlerSpec,
+    queue: str,
     run_id: str,
     delivery: dict[str, Any],
     rate_limited: int,
@@ -250,7 +253,6 @@ def _after_failure(
 
     Each record is written through a store outage of up to ``within`` seconds."""
     policy = spec.retry
-    queue = queue_of(task.app, spec.task_name)
 
     def record(what: str, state: str, write: Callable[[], bool]) -> None:
         write_through_outage(write, what=what, run_id=run_id, within=within)
